@@ -1,0 +1,98 @@
+"""The one configuration object of a training run.
+
+``TrainConfig`` is what the CLI, suites and searches build, what the trainer reads,
+and what tracking logs verbatim. Fields left ``None`` take the variant's training
+defaults (the settings its source used) in ``resolve()``; the resolved config is
+complete, so the logged copy alone reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .data import DataError, check_dataset_name
+from .models import VariantError, get_variant
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+# Knobs with generic CLI flags; bounds are the variant's, checked in resolve().
+GENERIC_KNOBS = ("width", "depth", "dropout")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; raised before any data is loaded."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    variant: str = "net"
+    knobs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dataset: str = "cifar2"
+    epochs: int = 5
+    batch_size: int = 64
+    eval_batch_size: int = 1024  # eval holds no activations for backward: big batches are free
+    optimizer: str | None = None  # sgd | momentum | adam; None: the variant's default
+    lr: float | None = None
+    momentum: float | None = None  # for optimizer=momentum
+    weight_decay: float | None = None  # in the optimizer
+    l2: float | None = None  # explicit penalty l2 * sum(w^2) added to the loss
+    seed: int = 0
+    device: str = "auto"  # auto: cuda if available, else cpu
+    amp: str = "auto"  # auto: bf16 on CUDA, off on CPU
+    val_fraction: float = 0.1
+    val_from_test: bool = False  # the book's convention: "val" is the test split
+    max_train_samples: int | None = None
+    threads: int | None = None  # torch intra-op threads; None: torch's default
+    data_dir: str | None = None  # None: BENCH_DATA_DIR, then torchvision's download
+
+    def resolve(self) -> TrainConfig:
+        """A complete, checked copy: variant defaults filled in, every value validated."""
+        try:
+            variant = get_variant(self.variant)
+            knobs = variant.resolve_knobs(self.knobs)
+            check_dataset_name(self.dataset)
+        except (VariantError, DataError) as exc:
+            raise ConfigError(str(exc)) from None
+        defaults = {"optimizer": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0, "l2": 0.0}
+        defaults.update(variant.train_defaults)
+        filled = {k: (getattr(self, k) if getattr(self, k) is not None else v) for k, v in defaults.items()}
+        resolved = dataclasses.replace(self, knobs=knobs, **filled)
+        resolved._check()
+        return resolved
+
+    def _check(self) -> None:
+        def bad(field: str, accepted: str) -> ConfigError:
+            return ConfigError(f"{field}={getattr(self, field)!r} is not accepted; accepted: {accepted}")
+
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", ", ".join(OPTIMIZERS))
+        if self.amp not in AMP_MODES:
+            raise bad("amp", ", ".join(AMP_MODES))
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise bad("device", "auto, cpu, cuda, cuda:N, mps")
+        if not self.lr > 0:
+            raise bad("lr", "a number > 0")
+        for field in ("weight_decay", "l2"):
+            if not getattr(self, field) >= 0:
+                raise bad(field, "a number >= 0")
+        if not 0 <= self.momentum < 1:
+            raise bad("momentum", "0 <= momentum < 1")
+        for field in ("epochs", "batch_size", "eval_batch_size"):
+            if not (isinstance(getattr(self, field), int) and getattr(self, field) >= 1):
+                raise bad(field, "an integer >= 1")
+        if not 0 <= self.val_fraction < 1:
+            raise bad("val_fraction", "0 <= val_fraction < 1")
+        if not self.val_from_test and self.val_fraction == 0:
+            raise ConfigError("val_fraction=0 leaves no validation data; use val_fraction > 0 or val_from_test")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise bad("max_train_samples", "an integer >= 1, or unset for the whole split")
+        if self.threads is not None and self.threads < 1:
+            raise bad("threads", "an integer >= 1, or unset for torch's default")
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """Every field, knobs flattened as ``knob.<name>``: the form tracking logs."""
+        flat = dataclasses.asdict(self)
+        for name, value in flat.pop("knobs").items():
+            flat[f"knob.{name}"] = value
+        return flat
