@@ -37,7 +37,8 @@ class TrainConfig:
     momentum: float | None = None  # for optimizer=momentum
     weight_decay: float | None = None  # in the optimizer
     l2: float | None = None  # explicit penalty l2 * sum(w^2) added to the loss
-    seed: int = 0
+    seed: int = 0  # model init, batch order, dropout
+    split_seed: int = 0  # which train images are held out as val; fixed so seeds share one val set
     device: str = "auto"  # auto: cuda if available, else cpu
     amp: str = "auto"  # auto: bf16 on CUDA, off on CPU
     val_fraction: float = 0.1

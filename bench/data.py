@@ -377,17 +377,20 @@ def _folder_listing(folder: Path, classes: tuple[str, ...]) -> list[Path]:
 
 
 def _decode(path: Path, size: int | None) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2 import functional as F
+    """One image file as uint8 3xHxW; centre-cropped and resized to ``size`` if it differs."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        image = decode_image(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    except Exception as exc:
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+            if size is not None and image.size != (size, size):
+                side = min(image.size)
+                left, top = (image.width - side) // 2, (image.height - side) // 2
+                image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode image: {exc}") from exc
-    if size is not None and tuple(image.shape[-2:]) != (size, size):
-        side = min(image.shape[-2:])
-        image = F.resize(F.center_crop(image, [side, side]), [size, size], antialias=True)
-    return image
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
 
 
 def _read_folder(folder: Path, classes: tuple[str, ...], size: int) -> tuple[Split, Split]:

@@ -1,0 +1,193 @@
+"""The ``bench`` command line (also ``python -m bench``).
+
+Every setting is checked before any data is loaded; a bad one exits with status 2 and
+a message naming the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .config import AMP_MODES, OPTIMIZERS, ConfigError, TrainConfig
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as ``bench: error: ...`` with exit status 2."""
+
+
+def _knob_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    g = p.add_argument_group("what to train")
+    g.add_argument("--variant", default=d.variant, help=f"registered variant (see `bench list`; default {d.variant})")
+    g.add_argument("--dataset", default=d.dataset, help=f"mnist, fashion-mnist, cifar10, cifar2 or imagefolder:PATH (default {d.dataset})")
+    g.add_argument("--width", type=int, help="the variant's width knob (channels or units)")
+    g.add_argument("--depth", type=int, help="the variant's depth knob (conv layers, hidden layers or ResBlocks)")
+    g.add_argument("--dropout", type=float, help="the variant's dropout probability, 0 <= p < 1")
+    g.add_argument("--knob", type=_knob_pair, action="append", default=[], metavar="NAME=VALUE",
+                   help="any other knob of the variant, e.g. --knob batchnorm=true (repeatable)")
+    g = p.add_argument_group("how to train")
+    g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    g.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size, help=f"default {d.eval_batch_size}")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the variant's (see `bench list`)")
+    g.add_argument("--lr", type=float, help="learning rate, > 0 (default: the variant's)")
+    g.add_argument("--momentum", type=float, help="for --optimizer momentum (default: the variant's, else 0.9)")
+    g.add_argument("--weight-decay", type=float, help="optimizer weight decay (default: the variant's, else 0)")
+    g.add_argument("--l2", type=float, help="explicit L2 penalty l2*sum(w^2) in the loss (default: the variant's, else 0)")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of init, batch order and dropout (default 0)")
+    g.add_argument("--split-seed", type=int, default=d.split_seed, help="seed of the train/val hold-out (default 0)")
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"share of train held out as val (default {d.val_fraction})")
+    g.add_argument("--val-from-test", action="store_true", help="use the test split as val, as the book does")
+    g.add_argument("--max-train-samples", type=int, help="train on a seeded random subset of this many images")
+    g = p.add_argument_group("where")
+    g.add_argument("--device", default=d.device, help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N (default auto)")
+    g.add_argument("--amp", choices=AMP_MODES, default=d.amp, help="mixed precision; auto = bf16 on CUDA, off on CPU")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--data-dir", help="data root (default: $BENCH_DATA_DIR, then torchvision's download)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The resolved config the arguments describe; ``ConfigError`` if any value is bad."""
+    knobs: dict[str, Any] = dict(args.knob)
+    for name in ("width", "depth", "dropout"):
+        if getattr(args, name) is not None:
+            knobs[name] = getattr(args, name)
+    config = TrainConfig(
+        variant=args.variant,
+        knobs=knobs,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        l2=args.l2,
+        seed=args.seed,
+        split_seed=args.split_seed,
+        device=args.device,
+        amp=args.amp,
+        val_fraction=args.val_fraction,
+        val_from_test=args.val_from_test,
+        max_train_samples=args.max_train_samples,
+        threads=args.threads,
+        data_dir=args.data_dir,
+    )
+    return config.resolve()
+
+
+class ConsolePrinter:
+    """Trainer callback: one line per epoch and a closing summary on stdout."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def on_train_start(self, info) -> None:
+        if not self.quiet:
+            c = info.config
+            print(
+                f"{c.variant} on {c.dataset}: {info.num_parameters:,} parameters, {info.train_size:,} train / "
+                f"{info.val_size:,} val / {info.test_size:,} test images, {info.device}, {c.optimizer} lr={c.lr:g}"
+            )
+            print(f"data: {info.data_source}")
+
+    def on_epoch_end(self, m) -> None:
+        if not self.quiet:
+            print(
+                f"epoch {m.epoch:3d}  train loss {m.train_loss:.4f} acc {m.train_acc:.4f}  "
+                f"val loss {m.val_loss:.4f} acc {m.val_acc:.4f}  {m.epoch_time_s:.2f} s  {m.images_per_s:,.0f} img/s",
+                flush=True,
+            )
+
+    def on_train_end(self, result) -> None:
+        seconds = sum(m.epoch_time_s for m in result.history)
+        f = result.final
+        print(
+            f"done: {result.config.variant} on {result.config.dataset}, {len(result.history)} epochs in {seconds:.1f} s "
+            f"({seconds / len(result.history):.2f} s/epoch); train acc {f.train_acc:.4f}, val acc {f.val_acc:.4f}, "
+            f"test acc {result.test_acc:.4f}"
+        )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .data import DATASETS, DataError, dataset_info
+    from .models import count_parameters, get_model, get_variant, list_variants
+
+    shape = None
+    if args.dataset:
+        try:
+            shape = dataset_info(args.dataset).shape
+        except DataError as exc:
+            raise UsageError(str(exc)) from None
+    print("variants" + (f" (parameters for {args.dataset}: {shape.channels}x{shape.size}x{shape.size}, {shape.num_classes} classes)" if shape else ""))
+    logging.getLogger("bench.models").setLevel(logging.ERROR)  # no pretrained-weights notes here
+    for name in list_variants():
+        v = get_variant(name)
+        params = f"  {count_parameters(get_model(name, shape)):>12,}" if shape else ""
+        print(f"  {name:<17}{params}  {v.description}")
+        knobs = ", ".join(f"{k}={kn.default}" for k, kn in v.knobs.items()) or "none"
+        defaults = ", ".join(f"{k}={val}" for k, val in v.train_defaults.items())
+        print(f"  {'':<17}{' ' * len(params)}  knobs: {knobs}; trains with: {defaults}")
+        print(f"  {'':<17}{' ' * len(params)}  from: {v.origin}")
+    print("data sets")
+    for info in DATASETS.values():
+        print(f"  {info.name:<17}  {info.description}")
+    print(f"  {'imagefolder:PATH':<17}  your own train/<class>/* and test/<class>/* images")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    train(config, [ConsolePrinter(quiet=args.quiet)], progress=None if not args.quiet else False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench", description="Train and compare image-classifier variants (see README.md)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("list", help="list variants (with parameter counts for --dataset) and data sets")
+    p.add_argument("--dataset", help="show each variant's parameter count for this data set's input shape")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("train", help="train one variant on one data set")
+    _add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        parser.exit(EXIT_USAGE, f"bench: error: {exc}\n")
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""The one trainer: any registered variant, any data set, CPU or CUDA, from one ``TrainConfig``.
+
+It knows nothing about tracking or hyper-parameter search. Observers subscribe as
+callbacks (``on_train_start``, ``on_epoch_end``, ``on_train_end``); an exception raised
+by a callback (an Optuna prune, say) stops training and propagates.
+
+Speed notes, since these nets are tiny and overheads dominate:
+- the whole split lives on the device, normalised once; batches are gathered by a
+  seeded random permutation into one reused buffer (no DataLoader, no per-sample work);
+- per-step loss and accuracy stay on the device; the host syncs once per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import ConfigError, TrainConfig
+from .data import DataSplits, Split, load_dataset
+from .models import count_parameters, get_model
+from .runtime import amp_dtype, device_name, resolve_device, seed_everything, tune_malloc
+
+__all__ = ["Callback", "EpochMetrics", "NonFiniteLossError", "RunInfo", "TrainResult", "train"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+@dataclasses.dataclass
+class EpochMetrics:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float  # fraction in [0, 1], measured while training (dropout on)
+    val_loss: float
+    val_acc: float
+    epoch_time_s: float  # wall seconds of the training pass, synchronised
+    images_per_s: float  # training images per second
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "epoch"}
+
+
+@dataclasses.dataclass
+class RunInfo:
+    """What observers learn when training starts."""
+
+    config: TrainConfig  # resolved: every default filled in
+    num_parameters: int
+    device: str
+    data_source: str
+    train_size: int
+    val_size: int
+    test_size: int
+    model: nn.Module
+
+
+@dataclasses.dataclass
+class TrainResult:
+    config: TrainConfig
+    history: list[EpochMetrics]
+    test_loss: float
+    test_acc: float
+    model: nn.Module
+    num_parameters: int
+    device: str
+    data_source: str
+    input_example: torch.Tensor  # a few normalised test images, for model signatures
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def final(self) -> EpochMetrics:
+        return self.history[-1]
+
+
+class Callback(Protocol):
+    def on_train_start(self, info: RunInfo) -> None: ...
+    def on_epoch_end(self, metrics: EpochMetrics) -> None: ...
+    def on_train_end(self, result: TrainResult) -> None: ...
+
+
+def _notify(callbacks: Sequence[Any], hook: str, arg: Any) -> None:
+    for cb in callbacks:
+        method = getattr(cb, hook, None)
+        if method is not None:
+            method(arg)
+
+
+def _to_device(split: Split, device: torch.device, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 NCHW -> normalised float32 on ``device``, converted once for the whole run."""
+    images = split.images.to(device).float().div_(255.0)
+    images.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    return images, split.labels.to(device)
+
+
+def train(
+    config: TrainConfig,
+    callbacks: Iterable[Any] = (),
+    *,
+    data: DataSplits | None = None,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train ``config.variant`` on ``config.dataset`` and evaluate on test at the end.
+
+    ``data`` lets a caller that runs many configs on one data set load it once.
+    ``progress``: a tqdm bar per epoch; default only when stderr is a terminal.
+    """
+    cfg = config.resolve()
+    callbacks = list(callbacks)
+    try:
+        device = resolve_device(cfg.device)
+    except RuntimeError as exc:
+        raise ConfigError(str(exc)) from None
+    tune_malloc()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    if data is None:
+        data = load_dataset(
+            cfg.dataset,
+            cfg.data_dir,
+            seed=cfg.split_seed,
+            val_fraction=cfg.val_fraction,
+            val_from_test=cfg.val_from_test,
+            max_train_samples=cfg.max_train_samples,
+        )
+    seed_everything(cfg.seed)
+    model = get_model(cfg.variant, data.info.shape, **cfg.knobs).to(device)
+    num_parameters = count_parameters(model)
+
+    mean = torch.tensor(data.mean, device=device)
+    std = torch.tensor(data.std, device=device)
+    x_train, y_train = _to_device(data.train, device, mean, std)
+    x_val, y_val = _to_device(data.val, device, mean, std)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(cfg, trainable)
+    dtype = amp_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=dtype)
+
+    n = len(y_train)
+    steps = math.ceil(n / cfg.batch_size)
+    # Sizes of each step's batch (the last may be short), to weight the epoch's mean loss.
+    step_sizes = torch.full((steps,), float(cfg.batch_size), device=device)
+    step_sizes[-1] = n - cfg.batch_size * (steps - 1)
+    step_losses = torch.empty(steps, device=device)
+    x_batch = torch.empty((cfg.batch_size, *x_train.shape[1:]), device=device)
+    y_batch = torch.empty(cfg.batch_size, dtype=torch.int64, device=device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    show_progress = sys.stderr.isatty() if progress is None else progress
+
+    info = RunInfo(cfg, num_parameters, device_name(device), data.source, n, len(y_val), len(data.test), model)
+    _notify(callbacks, "on_train_start", info)
+
+    history: list[EpochMetrics] = []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        order = torch.randperm(n, generator=generator, device=device)
+        start = time.perf_counter()
+        bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False, disable=not show_progress)
+        for step in range(steps):
+            index = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            xb = torch.index_select(x_train, 0, index, out=x_batch[: len(index)])
+            yb = torch.index_select(y_train, 0, index, out=y_batch[: len(index)])
+            with autocast():
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb)
+            objective = loss
+            if cfg.l2 > 0:
+                objective = loss + cfg.l2 * sum(p.pow(2).sum() for p in trainable)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(objective).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step_losses[step] = loss.detach()
+            correct += (logits.argmax(1) == yb).sum()
+            bar.update()
+        bar.close()
+        # The epoch's one host sync: everything accumulated on the device comes back here.
+        finite = torch.isfinite(step_losses)
+        first_bad = int(torch.where(finite, steps, torch.arange(steps, device=device)).min())
+        train_loss, n_correct = torch.stack([(step_losses * step_sizes).sum() / n, correct.double()]).tolist()
+        epoch_time = time.perf_counter() - start
+        if first_bad < steps:
+            raise NonFiniteLossError(
+                f"loss became {step_losses[first_bad].item()} at epoch {epoch}, step {first_bad + 1} of {steps} "
+                f"(lr={cfg.lr}, optimizer={cfg.optimizer}); lower the learning rate or check the data"
+            )
+        val_loss, val_acc = _evaluate(model, x_val, y_val, cfg.eval_batch_size, autocast)
+        metrics = EpochMetrics(epoch, train_loss, n_correct / n, val_loss, val_acc, epoch_time, n / epoch_time)
+        history.append(metrics)
+        _notify(callbacks, "on_epoch_end", metrics)
+
+    del x_train, y_train, x_batch  # free the training copy before the test split arrives
+    x_test, y_test = _to_device(data.test, device, mean, std)
+    test_loss, test_acc = _evaluate(model, x_test, y_test, cfg.eval_batch_size, autocast)
+    result = TrainResult(
+        cfg,
+        history,
+        test_loss,
+        test_acc,
+        model,
+        num_parameters,
+        info.device,
+        data.source,
+        x_test[:4].cpu(),
+        data.mean,
+        data.std,
+    )
+    _notify(callbacks, "on_train_end", result)
+    return result
+
+
+@torch.inference_mode()
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over ``x``; one host sync at the end."""
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    for i in range(0, len(y), batch_size):
+        with autocast():
+            logits = model(x[i : i + batch_size])
+        loss_sum += F.cross_entropy(logits.float(), y[i : i + batch_size], reduction="sum")
+        correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
+    loss, n_correct = torch.stack([loss_sum, correct.double()]).tolist()
+    return loss / len(y), n_correct / len(y)
+
+
+def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    momentum = cfg.momentum if cfg.optimizer == "momentum" else 0.0
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)

@@ -1,0 +1,64 @@
+"""Shared fixtures: the real data root, a per-session decode cache, tiny image folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    root = Path(os.environ.get("BENCH_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
+    if not (root / "MNIST" / "raw").is_dir():
+        pytest.fail(
+            f"real data sets not found at {root}: set BENCH_DATA_DIR to the shared data root "
+            "(see README.md, 'Running the tests')"
+        )
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return _data_root()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Every session decodes from scratch into its own cache (the decode path is under test too)."""
+    cache = tmp_path_factory.mktemp("bench-cache")
+    old = os.environ.get("BENCH_CACHE_DIR")
+    os.environ["BENCH_CACHE_DIR"] = str(cache)
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    yield cache
+    if old is None:
+        os.environ.pop("BENCH_CACHE_DIR", None)
+    else:
+        os.environ["BENCH_CACHE_DIR"] = old
+
+
+@pytest.fixture(autouse=True)
+def _data_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_DATA_DIR", str(_data_root()))
+
+
+@pytest.fixture
+def make_image_folder():
+    return write_image_folder
+
+
+def write_image_folder(root: Path, classes=("cats", "dogs"), per_class=(6, 3), size=12) -> Path:
+    """A tiny train/test image-folder tree of PNGs whose class is visible in the colour."""
+    from PIL import Image
+
+    for split, count in zip(("train", "test"), per_class):
+        for label, cls in enumerate(classes):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                image = torch.full((3, size, size), 40 + 150 * label, dtype=torch.uint8)
+                image[0, i % size, :] = 255
+                Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / split / cls / f"{i:03d}.png")
+    return root

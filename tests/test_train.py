@@ -1,0 +1,133 @@
+import math
+
+import pytest
+import torch
+
+from bench.config import ConfigError, TrainConfig
+from bench.train import NonFiniteLossError, train
+
+
+def tiny(**overrides) -> TrainConfig:
+    settings = dict(variant="net", dataset="cifar2", epochs=2, max_train_samples=512, batch_size=64, progress=None)
+    settings.pop("progress")
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_lenet_learns_mnist_in_one_short_epoch():
+    result = train(TrainConfig(variant="lenet", dataset="mnist", epochs=1, max_train_samples=12_000, lr=0.05), progress=False)
+    assert result.final.val_acc > 0.90
+    assert result.test_acc > 0.90
+    assert result.num_parameters == 8_490
+
+
+def test_same_seed_gives_identical_metrics_and_weights():
+    a = train(tiny(variant="net-dropout", seed=7), progress=False)
+    b = train(tiny(variant="net-dropout", seed=7), progress=False)
+    c = train(tiny(variant="net-dropout", seed=8), progress=False)
+    strip = lambda r: [(m.train_loss, m.train_acc, m.val_loss, m.val_acc) for m in r.history]  # noqa: E731
+    assert strip(a) == strip(b) and a.test_acc == b.test_acc
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+    assert strip(a) != strip(c)
+
+
+def test_history_has_one_entry_per_epoch_with_sane_values():
+    result = train(tiny(epochs=3), progress=False)
+    assert [m.epoch for m in result.history] == [1, 2, 3]
+    for m in result.history:
+        assert 0 <= m.train_acc <= 1 and 0 <= m.val_acc <= 1
+        assert m.train_loss > 0 and m.val_loss > 0 and m.epoch_time_s > 0
+        assert m.images_per_s == pytest.approx(512 / m.epoch_time_s)
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert 0 <= result.test_acc <= 1 and result.test_loss > 0
+
+
+def test_callbacks_see_start_every_epoch_and_end_in_order():
+    events = []
+
+    class Recorder:
+        def on_train_start(self, info):
+            events.append(("start", info.num_parameters, info.train_size))
+
+        def on_epoch_end(self, metrics):
+            events.append(("epoch", metrics.epoch))
+
+        def on_train_end(self, result):
+            events.append(("end", len(result.history)))
+
+    train(tiny(epochs=2), [Recorder()], progress=False)
+    assert events == [("start", 18_090, 512), ("epoch", 1), ("epoch", 2), ("end", 2)]
+
+
+def test_an_exception_in_a_callback_stops_training():
+    class Stop(Exception):
+        pass
+
+    class StopAfterFirst:
+        def on_epoch_end(self, metrics):
+            raise Stop(metrics.epoch)
+
+    with pytest.raises(Stop):
+        train(tiny(epochs=5), [StopAfterFirst()], progress=False)
+
+
+def test_variant_training_defaults_are_filled_in_and_explicit_values_win():
+    cfg = TrainConfig(variant="net-l2").resolve()
+    assert (cfg.optimizer, cfg.lr, cfg.l2, cfg.weight_decay) == ("sgd", 1e-2, 1e-3, 0.0)
+    assert TrainConfig(variant="net-res-deep").resolve().lr == 3e-3
+    assert TrainConfig(variant="lenet").resolve().momentum == 0.5
+    assert TrainConfig(variant="net-l2", l2=0.5, lr=0.1).resolve().l2 == 0.5
+    assert TrainConfig(variant="net", knobs={"width": 8}).resolve().knobs == {
+        "width": 8, "depth": 2, "dropout": 0.0, "batchnorm": False,
+    }
+
+
+def test_l2_penalty_changes_training_but_not_the_reported_loss_definition():
+    plain = train(tiny(variant="net", epochs=1, lr=0.05), progress=False)
+    penalised = train(tiny(variant="net", epochs=1, lr=0.05, l2=0.05), progress=False)
+    assert plain.final.train_loss != penalised.final.train_loss
+    norm = lambda m: sum(p.pow(2).sum().item() for p in m.parameters())  # noqa: E731
+    assert norm(penalised.model) < norm(plain.model)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_every_optimizer_trains(optimizer):
+    result = train(tiny(variant="softmax", epochs=1, optimizer=optimizer, lr=1e-3), progress=False)
+    assert math.isfinite(result.final.train_loss)
+
+
+def test_non_finite_loss_names_epoch_and_step():
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 1, step \d+ of 8"):
+        train(tiny(variant="mlp", lr=1e12, optimizer="sgd"), progress=False)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"lr": 0.0}, "lr=0.0 is not accepted"),
+        ({"optimizer": "rmsprop"}, "accepted: sgd, momentum, adam"),
+        ({"device": "tpu"}, "accepted: auto, cpu, cuda"),
+        ({"epochs": 0}, "epochs=0"),
+        ({"variant": "nope"}, "unknown variant"),
+        ({"dataset": "imagenet"}, "unknown data set 'imagenet'"),
+    ],
+)
+def test_bad_config_raises_before_loading_data(overrides, message, monkeypatch):
+    import bench.train as train_module
+
+    monkeypatch.setattr(train_module, "load_dataset", lambda *a, **k: pytest.fail("data was loaded"))
+    with pytest.raises(ConfigError, match=message):
+        train(tiny(**overrides), progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_asking_for_cuda_without_it_is_a_config_error():
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        train(tiny(device="cuda"), progress=False)
+
+
+def test_flat_config_holds_every_field_and_knob():
+    flat = TrainConfig(variant="net").resolve().to_flat_dict()
+    assert flat["variant"] == "net" and flat["knob.width"] == 16 and flat["seed"] == 0
+    assert "knobs" not in flat
