@@ -58,6 +58,15 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--data-dir", help="data root (default: $BENCH_DATA_DIR, then torchvision's download)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    _add_tracking_arguments(p, default_experiment="bench")
+
+
+def _add_tracking_arguments(p: argparse.ArgumentParser, default_experiment: str | None) -> None:
+    g = p.add_argument_group("tracking (MLflow; the store is $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    if default_experiment is not None:
+        g.add_argument("--experiment", default=default_experiment, help=f"MLflow experiment (default {default_experiment})")
+        g.add_argument("--no-tracking", action="store_true", help="do not log to MLflow at all")
+    g.add_argument("--no-log-model", action="store_true", help="log params and metrics but not the trained model")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -158,7 +167,67 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    train(config, [ConsolePrinter(quiet=args.quiet)], progress=None if not args.quiet else False)
+    callbacks: list[Any] = [ConsolePrinter(quiet=args.quiet)]
+    progress = None if not args.quiet else False
+    if args.no_tracking:
+        train(config, callbacks, progress=progress)
+        return 0
+    from . import tracking
+
+    name = f"{config.variant} {config.dataset} seed={config.seed}"
+    tags = {tracking.TAG_KIND: "run", tracking.TAG_LABEL: config.variant}
+    with tracking.tracked_run(experiment=args.experiment, run_name=name, tags=tags) as run_id:
+        train(config, [*callbacks, tracking.MlflowLogger(run_id, log_model=not args.no_log_model)], progress=progress)
+    print(f"mlflow: run {run_id} in experiment {args.experiment!r} at {tracking.tracking_uri()}")
+    return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    """``3`` means seeds 0, 1, 2; ``0,5,7`` means exactly those."""
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count (3) or a list (0,5,7), got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"expected at least one seed, all >= 0, got {text!r}")
+    return seeds
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    from .suite import SuiteError, SuiteFailed, format_summary, load_suite, run_suite
+
+    overrides: dict[str, Any] = {}
+    for name in ("epochs", "max_train_samples", "batch_size"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    overrides.update({"device": args.device, "threads": args.threads, "data_dir": args.data_dir})
+    try:
+        suite = load_suite(args.file)
+        plan = suite.plan(args.profile, args.seeds, overrides)  # every run checked before any starts
+    except SuiteError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"suite {suite.name} [{args.profile}]: {len(plan)} runs on {suite.dataset}")
+    try:
+        outcome = run_suite(
+            suite,
+            args.profile,
+            seeds=args.seeds,
+            resume=args.resume if args.resume is not None else False,
+            overrides=overrides,
+            log_models=not args.no_log_model,
+            progress=False if args.quiet else None,
+        )
+    except SuiteError as exc:
+        raise UsageError(str(exc)) from None
+    except SuiteFailed as exc:
+        print(format_summary(exc.summary))
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(outcome.summary))
+    print(f"parent run {outcome.parent_run_id}: {outcome.ran} run(s) trained, {outcome.skipped} skipped as finished")
     return 0
 
 
@@ -173,6 +242,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one variant on one data set")
     _add_train_arguments(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("suite", help="run a declared suite (studies/*.toml): every row x seed as MLflow child runs")
+    p.add_argument("file", help="suite file, e.g. studies/cifar2_chapter8.toml")
+    p.add_argument("--profile", default="quick", help="profile of the suite file (default quick)")
+    p.add_argument("--seeds", type=_seed_list, help="3 = seeds 0,1,2; or a list 0,5,7 (default: the suite's)")
+    p.add_argument("--resume", nargs="?", const=True, metavar="PARENT_RUN_ID",
+                   help="re-open the latest parent run of this suite and profile (or the one given) "
+                        "and skip the runs that already FINISHED")
+    p.add_argument("--epochs", type=int, help="override every row's epochs (for a smoke test)")
+    p.add_argument("--batch-size", type=int, help="override every row's batch size")
+    p.add_argument("--max-train-samples", type=int, help="train every row on a subset of this many images")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--data-dir", help="data root (default: $BENCH_DATA_DIR, then torchvision's download)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_tracking_arguments(p, default_experiment=None)
+    p.set_defaults(func=cmd_suite)
     return parser
 
 

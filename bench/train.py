@@ -75,9 +75,10 @@ class TrainResult:
     num_parameters: int
     device: str
     data_source: str
-    input_example: torch.Tensor  # a few normalised test images, for model signatures
-    mean: tuple[float, ...]
+    input_example: torch.Tensor  # a few test images as [0, 1] float pixels, for model signatures
+    mean: tuple[float, ...]  # normalisation the model expects (train-split statistics)
     std: tuple[float, ...]
+    classes: tuple[str, ...]
 
     @property
     def final(self) -> EpochMetrics:
@@ -219,9 +220,10 @@ def train(
         num_parameters,
         info.device,
         data.source,
-        x_test[:4].cpu(),
+        data.test.images[:4].float() / 255.0,
         data.mean,
         data.std,
+        data.info.classes,
     )
     _notify(callbacks, "on_train_end", result)
     return result

@@ -15,10 +15,12 @@ from ._registry import (
     list_variants,
     register,
 )
+from ._util import Normalize
 
 __all__ = [
     "InputShape",
     "Knob",
+    "Normalize",
     "Variant",
     "VariantError",
     "count_parameters",

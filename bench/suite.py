@@ -1,0 +1,437 @@
+"""Declared suites: a data set, rows of variants (with overrides), seeds and profiles.
+
+A suite file (``studies/*.toml``) is checked completely before any training; an
+unknown key, variant, knob or profile is reported with its file and line. Running a
+suite makes one MLflow parent run (holding the suite file and a mean ± std summary)
+with one child run per row x seed. ``resume`` re-opens a parent and skips the row/seed
+pairs that already FINISHED under it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import tracking
+from .config import ConfigError, TrainConfig
+from .data import DataSplits, load_dataset
+from .models import get_variant
+
+# Training settings a suite may set at any level (defaults, profile, row, row profile).
+TRAINING_KEYS = {
+    "epochs": int,
+    "batch_size": int,
+    "eval_batch_size": int,
+    "optimizer": str,
+    "lr": float,
+    "momentum": float,
+    "weight_decay": float,
+    "l2": float,
+    "val_fraction": float,
+    "val_from_test": bool,
+    "max_train_samples": int,
+    "split_seed": int,
+    "amp": str,
+    "knobs": dict,
+}
+SUITE_KEYS = {"name": str, "description": str, "dataset": str, "seeds": list, "experiment": str}
+PROFILE_KEYS = {**TRAINING_KEYS, "description": str, "seeds": list}
+ROW_KEYS = {**TRAINING_KEYS, "variant": str, "label": str, "profiles": dict, "reference": dict}
+REFERENCE_KEYS = {"train_acc": float, "val_acc": float, "test_acc": float, "source": str}
+TOP_KEYS = {"suite": dict, "defaults": dict, "profiles": dict, "variants": list}
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot run; the message starts with ``file:line:``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    label: str  # unique within the suite; what reports and the MLflow UI show
+    variant: str
+    settings: Mapping[str, Any]  # row-level training settings
+    profiles: Mapping[str, Mapping[str, Any]]  # per-profile overrides of this row
+    reference: Mapping[str, Any]  # published numbers for this row, if any
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    dataset: str
+    seeds: tuple[int, ...]
+    experiment: str
+    defaults: Mapping[str, Any]
+    profiles: Mapping[str, Mapping[str, Any]]
+    rows: tuple[Row, ...]
+    path: Path
+    text: str  # the file as written, logged with the parent run
+
+    def plan(
+        self, profile: str, seeds: Sequence[int] | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> list[tuple[Row, TrainConfig]]:
+        """Every (row, resolved config) pair of ``profile`` x seeds, checked, in run order."""
+        if profile not in self.profiles:
+            raise SuiteError(f"{self.path}: unknown profile {profile!r}; accepted: {', '.join(self.profiles)}")
+        chosen = self.profiles[profile]
+        seeds = tuple(seeds) if seeds is not None else tuple(chosen.get("seeds", self.seeds))
+        planned = []
+        for row in self.rows:
+            settings: dict[str, Any] = {}
+            knobs: dict[str, Any] = {}
+            for layer in (self.defaults, chosen, row.settings, row.profiles.get(profile, {}), overrides or {}):
+                layer = dict(layer)
+                knobs.update(layer.pop("knobs", {}))
+                settings.update({k: v for k, v in layer.items() if k not in ("description", "seeds")})
+            for seed in seeds:
+                config = TrainConfig(variant=row.variant, dataset=self.dataset, knobs=knobs, seed=seed, **settings)
+                try:
+                    planned.append((row, config.resolve()))
+                except ConfigError as exc:
+                    raise SuiteError(f"{self.path}: row {row.label!r}, profile {profile!r}: {exc}") from None
+        return planned
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read suite file: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{path}: not valid TOML: {exc}") from None
+    where = _Locator(path, text)
+
+    _check_keys(doc, TOP_KEYS, where, [], "the top level")
+    head = doc.get("suite")
+    if head is None:
+        raise SuiteError(f"{path}:1: missing [suite] table (name, dataset)")
+    _check_keys(head, SUITE_KEYS, where, ["suite"], "[suite]")
+    for key in ("name", "dataset"):
+        if key not in head:
+            raise SuiteError(f"{where.line(['suite'])}: [suite] needs {key!r}")
+    from .data import DataError, check_dataset_name
+
+    try:
+        check_dataset_name(head["dataset"])
+    except DataError as exc:
+        raise SuiteError(f"{where.line(['suite', 'dataset'])}: {exc}") from None
+    seeds = _seeds(head.get("seeds", [0]), where, ["suite", "seeds"])
+
+    defaults = doc.get("defaults", {})
+    _check_keys(defaults, TRAINING_KEYS, where, ["defaults"], "[defaults]")
+    profiles = doc.get("profiles", {})
+    if not profiles:
+        raise SuiteError(f"{path}:1: a suite needs at least one [profiles.<name>] table (e.g. quick, full)")
+    for name, profile in profiles.items():
+        _check_keys(profile, PROFILE_KEYS, where, ["profiles", name], f"[profiles.{name}]")
+        if "seeds" in profile:
+            _seeds(profile["seeds"], where, ["profiles", name, "seeds"])
+
+    rows: list[Row] = []
+    raw_rows = doc.get("variants", [])
+    if not raw_rows:
+        raise SuiteError(f"{path}:1: a suite needs at least one [[variants]] entry")
+    for i, raw in enumerate(raw_rows):
+        key_path = ["variants", i]
+        _check_keys(raw, ROW_KEYS, where, key_path, f"[[variants]] #{i + 1}")
+        if "variant" not in raw:
+            raise SuiteError(f"{where.line(key_path)}: [[variants]] #{i + 1} needs 'variant'")
+        try:
+            variant = get_variant(raw["variant"])
+        except ValueError as exc:
+            raise SuiteError(f"{where.line([*key_path, 'variant'])}: {exc}") from None
+        row_profiles = raw.get("profiles", {})
+        for name, overrides in row_profiles.items():
+            if name not in profiles:
+                raise SuiteError(
+                    f"{where.line([*key_path, 'profiles', name])}: unknown profile {name!r}; "
+                    f"accepted: {', '.join(profiles)}"
+                )
+            _check_keys(overrides, TRAINING_KEYS, where, [*key_path, "profiles", name], f"profile {name!r} of row #{i + 1}")
+        reference = raw.get("reference", {})
+        _check_keys(reference, REFERENCE_KEYS, where, [*key_path, "reference"], f"reference of row #{i + 1}")
+        label = raw.get("label", raw["variant"])
+        if any(r.label == label for r in rows):
+            raise SuiteError(f"{where.line([*key_path, 'variant'])}: duplicate row label {label!r}; give one a 'label'")
+        for layer, lpath in [(raw, key_path)] + [
+            (o, [*key_path, "profiles", n]) for n, o in row_profiles.items()
+        ]:
+            unknown = set(layer.get("knobs", {})) - set(variant.knobs)
+            if unknown:
+                raise SuiteError(
+                    f"{where.line([*lpath, 'knobs', sorted(unknown)[0]])}: variant {variant.name!r} has no knob "
+                    f"{sorted(unknown)[0]!r}; accepted knobs: {', '.join(variant.knobs) or 'none'}"
+                )
+        settings = {k: v for k, v in raw.items() if k in TRAINING_KEYS}
+        rows.append(Row(label, raw["variant"], settings, row_profiles, reference))
+
+    suite = Suite(
+        name=head["name"],
+        description=head.get("description", ""),
+        dataset=head["dataset"],
+        seeds=seeds,
+        experiment=head.get("experiment", head["name"]),
+        defaults=defaults,
+        profiles=profiles,
+        rows=tuple(rows),
+        path=path,
+        text=text,
+    )
+    for profile in profiles:  # every combination must resolve, so nothing fails mid-suite
+        suite.plan(profile, seeds=seeds[:1])
+    return suite
+
+
+def _seeds(value: Any, where: _Locator, key_path: list) -> tuple[int, ...]:
+    if not (isinstance(value, list) and value and all(isinstance(s, int) and s >= 0 for s in value)):
+        raise SuiteError(f"{where.line(key_path)}: seeds must be a non-empty list of integers >= 0, got {value!r}")
+    return tuple(value)
+
+
+def _check_keys(table: Any, accepted: Mapping[str, type], where: _Locator, key_path: list, what: str) -> None:
+    if not isinstance(table, dict):
+        raise SuiteError(f"{where.line(key_path)}: {what} must be a table")
+    for key, value in table.items():
+        if key not in accepted:
+            raise SuiteError(
+                f"{where.line([*key_path, key])}: unknown key {key!r} in {what}; accepted: {', '.join(sorted(accepted))}"
+            )
+        kind = accepted[key]
+        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise SuiteError(f"{where.line([*key_path, key])}: {key} must be a {kind.__name__}, got {value!r}")
+
+
+class _Locator:
+    """Finds the line of a key path in the TOML text (tomllib keeps no positions)."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def line(self, key_path: Sequence[Any]) -> str:
+        start = 0
+        table = []
+        for part in key_path:
+            if isinstance(part, int):  # the n-th [[table]] of the path so far
+                header = re.compile(r"^\s*\[\[\s*" + re.escape(".".join(table)) + r"\s*\]\]")
+                hits = [i for i, line in enumerate(self.lines) if header.match(line)]
+                if part < len(hits):
+                    start = hits[part]
+                continue
+            table.append(str(part))
+            found = self._find(str(part), start)
+            if found is not None:
+                start = found
+        return f"{self.path}:{start + 1}"
+
+    def _find(self, key: str, start: int) -> int | None:
+        key_pattern = re.compile(r"(^|[\s{,.\[])" + re.escape(key) + r"\s*(=|\]|\.)|(^|[\s{,.\[])\"" + re.escape(key) + r"\"")
+        for i in range(start, len(self.lines)):
+            code = self.lines[i].split("#", 1)[0]
+            if key_pattern.search(code):
+                return i
+        return None
+
+
+# ---------------------------------------------------------------------------- running
+
+
+@dataclasses.dataclass
+class SuiteOutcome:
+    parent_run_id: str
+    summary: pd.DataFrame
+    ran: int
+    skipped: int
+    failed: list[str]
+
+
+def run_suite(
+    suite: Suite,
+    profile: str,
+    *,
+    seeds: Sequence[int] | None = None,
+    resume: str | bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    log_models: bool = True,
+    callbacks_for: Callable[[Row, TrainConfig], Iterable[Any]] | None = None,
+    progress: bool | None = None,
+    echo: Callable[[str], None] = print,
+) -> SuiteOutcome:
+    """Train every row x seed of ``profile`` as child runs of one parent run.
+
+    ``resume``: True re-opens the latest parent of this suite and profile, a string
+    re-opens that parent run id; FINISHED children are skipped. A failing child is
+    marked FAILED and the suite goes on; the parent then ends FAILED naming them.
+    """
+    from .train import train
+
+    plan = suite.plan(profile, seeds, overrides)
+    parent_id = _find_parent(suite, profile, resume)
+    done = _finished_pairs(parent_id) if parent_id else set()
+    tags = {
+        tracking.TAG_KIND: "suite",
+        tracking.TAG_SUITE: suite.name,
+        tracking.TAG_PROFILE: profile,
+        tracking.TAG_DATASET: suite.dataset,
+    }
+    data_cache: dict[tuple, DataSplits] = {}
+    ran = skipped = 0
+    failed: list[str] = []
+    with tracking.tracked_run(
+        experiment=suite.experiment, run_name=f"{suite.name} [{profile}]", tags=tags, run_id=parent_id
+    ) as parent_id:
+        if not done:
+            tracking.log_artifact_text(parent_id, suite.path.name, suite.text)
+        tracking.mark_stale_children(parent_id)
+        for index, (row, config) in enumerate(plan, 1):
+            name = f"{row.label} seed={config.seed}"
+            if (row.label, config.seed) in done:
+                skipped += 1
+                echo(f"[{index}/{len(plan)}] {name}: already FINISHED under {parent_id}, skipped")
+                continue
+            echo(f"[{index}/{len(plan)}] {name}")
+            data = _data_for(config, data_cache)
+            child_tags = {**tags, tracking.TAG_KIND: "run", tracking.TAG_LABEL: row.label}
+            extra = list(callbacks_for(row, config)) if callbacks_for else []
+            try:
+                with tracking.tracked_run(
+                    experiment=suite.experiment, run_name=name, tags=child_tags, parent_run_id=parent_id
+                ) as child_id:
+                    result = train(
+                        config, [tracking.MlflowLogger(child_id, log_model=log_models), *extra], data=data, progress=progress
+                    )
+                ran += 1
+                seconds = sum(m.epoch_time_s for m in result.history)
+                echo(
+                    f"    val acc {result.final.val_acc:.4f}, test acc {result.test_acc:.4f}, "
+                    f"{len(result.history)} epochs in {seconds:.1f} s"
+                )
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # the child is FAILED in MLflow; the suite goes on
+                failed.append(name)
+                echo(f"    FAILED: {type(exc).__name__}: {exc}")
+        summary = summarize(tracking.child_runs(parent_id), suite)
+        tracking.log_table(parent_id, summary, "summary")
+        tracking.log_metrics(parent_id, {"children_finished": float(summary["n_seeds"].sum()) if len(summary) else 0.0})
+        if failed:
+            raise SuiteFailed(parent_id, failed, summary)
+    return SuiteOutcome(parent_id, summary, ran, skipped, failed)
+
+
+class SuiteFailed(RuntimeError):
+    def __init__(self, parent_run_id: str, failed: list[str], summary: pd.DataFrame) -> None:
+        super().__init__(f"{len(failed)} run(s) failed: {', '.join(failed)} (parent run {parent_run_id})")
+        self.parent_run_id = parent_run_id
+        self.failed = failed
+        self.summary = summary
+
+
+def _find_parent(suite: Suite, profile: str, resume: str | bool) -> str | None:
+    if not resume:
+        return None
+    if isinstance(resume, str):
+        run = tracking.get_run(resume)
+        if run.data.tags.get(tracking.TAG_SUITE) != suite.name:
+            raise SuiteError(f"run {resume} is not a parent run of suite {suite.name!r}")
+        return resume
+    runs = tracking.find_runs(
+        suite.experiment,
+        f"tags.`{tracking.TAG_KIND}` = 'suite' and tags.`{tracking.TAG_SUITE}` = '{suite.name}' "
+        f"and tags.`{tracking.TAG_PROFILE}` = '{profile}'",
+    )
+    if runs.empty:
+        return None  # nothing to resume: start a fresh parent
+    return str(runs.sort_values("start_time").iloc[-1]["run_id"])
+
+
+def _finished_pairs(parent_id: str) -> set[tuple[str, int]]:
+    children = tracking.child_runs(parent_id)
+    if children.empty:
+        return set()
+    finished = children[children["status"] == "FINISHED"]
+    return {(r[f"tags.{tracking.TAG_LABEL}"], int(r[f"tags.{tracking.TAG_SEED}"])) for _, r in finished.iterrows()}
+
+
+def _data_for(config: TrainConfig, cache: dict[tuple, DataSplits]) -> DataSplits:
+    key = (config.dataset, config.data_dir, config.split_seed, config.val_fraction, config.val_from_test, config.max_train_samples)
+    if key not in cache:
+        cache[key] = load_dataset(
+            config.dataset,
+            config.data_dir,
+            seed=config.split_seed,
+            val_fraction=config.val_fraction,
+            val_from_test=config.val_from_test,
+            max_train_samples=config.max_train_samples,
+        )
+    return cache[key]
+
+
+SUMMARY_METRICS = ("train_acc", "val_acc", "test_acc")
+
+
+def summarize(children: pd.DataFrame, suite: Suite | None = None) -> pd.DataFrame:
+    """One row per suite row: accuracy mean and std over FINISHED seeds, size and speed."""
+    columns = ["label", "variant", "n_seeds", "seeds"]
+    for metric in SUMMARY_METRICS:
+        columns += [f"{metric}_mean", f"{metric}_std"]
+    columns += ["num_parameters", "epochs", "s_per_epoch", "run_ids"]
+    if children.empty or "status" not in children:
+        return pd.DataFrame(columns=columns)
+    finished = children[children["status"] == "FINISHED"]
+    order = [r.label for r in suite.rows] if suite else sorted(finished[f"tags.{tracking.TAG_LABEL}"].unique())
+    records = []
+    for label in order:
+        runs = finished[finished[f"tags.{tracking.TAG_LABEL}"] == label]
+        if runs.empty:
+            continue
+        record: dict[str, Any] = {
+            "label": label,
+            "variant": runs[f"tags.{tracking.TAG_VARIANT}"].iloc[0],
+            "n_seeds": len(runs),
+            "seeds": " ".join(sorted(runs[f"tags.{tracking.TAG_SEED}"].tolist(), key=int)),
+        }
+        for metric in SUMMARY_METRICS:
+            values = runs[f"metrics.{metric}"].astype(float)
+            record[f"{metric}_mean"] = values.mean()
+            record[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        record["num_parameters"] = int(runs["params.num_parameters"].iloc[0])
+        record["epochs"] = int(runs["params.epochs"].iloc[0])
+        record["s_per_epoch"] = runs["metrics.epoch_time_s"].astype(float).mean()
+        record["run_ids"] = " ".join(runs["run_id"])
+        records.append(record)
+    return pd.DataFrame(records, columns=columns)
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """The summary as a fixed-width text table with mean ± std cells."""
+    if summary.empty:
+        return "(no finished runs)"
+
+    def cell(mean: float, std: float) -> str:
+        return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+
+    table = pd.DataFrame(
+        {
+            "row": summary["label"],
+            "seeds": summary["n_seeds"],
+            **{m: [cell(a, b) for a, b in zip(summary[f"{m}_mean"], summary[f"{m}_std"])] for m in SUMMARY_METRICS},
+            "params": summary["num_parameters"].map("{:,}".format),
+            "epochs": summary["epochs"],
+            "s/epoch": summary["s_per_epoch"].map("{:.2f}".format),
+        }
+    )
+    return table.to_string(index=False)

@@ -1,0 +1,282 @@
+"""MLflow tracking: the only module of bench that imports mlflow.
+
+The trainer is observed through its callbacks (``MlflowLogger``); runs are opened and
+closed by ``tracked_run`` so that an exception marks a run FAILED (the error as a tag),
+Ctrl-C marks it KILLED, and no run of ours is ever left RUNNING.
+
+The tracking store is MLflow's own default (``sqlite:///mlflow.db`` in the working
+directory) unless ``MLFLOW_TRACKING_URI`` says otherwise, e.g. a tracking server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.entities import RunStatus
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+from mlflow.tracking import MlflowClient
+
+from . import __version__
+from .models import Normalize
+
+# Tag keys; "bench." keeps ours apart from MLflow's own "mlflow." tags.
+TAG_VARIANT = "bench.variant"
+TAG_LABEL = "bench.label"  # the suite's name for this row (a variant, possibly with overrides)
+TAG_DATASET = "bench.dataset"
+TAG_SUITE = "bench.suite"
+TAG_STUDY = "bench.study"
+TAG_PROFILE = "bench.profile"
+TAG_KIND = "bench.kind"  # "run", "suite" or "study"
+TAG_SEED = "bench.seed"
+TAG_ERROR = "bench.error"
+TAG_DATA_SOURCE = "bench.data_source"
+PARENT_TAG = "mlflow.parentRunId"
+
+MODEL_NAME = "model"
+# Serving needs only these; listing them skips MLflow's slow, network-hungry inference.
+PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*)(:[^@/\s]*)?@", re.I)
+
+
+def redact(text: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def tracking_uri() -> str:
+    return mlflow.get_tracking_uri()
+
+
+@functools.cache
+def git_commit() -> str:
+    """The project's commit, with ``-dirty`` if the work tree has changes; ``unknown`` outside git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def environment_tags() -> dict[str, str]:
+    return {
+        "bench.version": __version__,
+        "bench.git_commit": git_commit(),
+        "torch.version": torch.__version__,
+        "torch.cuda": str(torch.version.cuda),
+        "python.version": platform.python_version(),
+        "host.platform": platform.platform(),
+    }
+
+
+def _set_experiment(name: str) -> str:
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow.create_experiment(name)
+    if experiment.lifecycle_stage == "deleted":
+        MlflowClient().restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+@contextlib.contextmanager
+def tracked_run(
+    *,
+    experiment: str,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+    run_id: str | None = None,
+) -> Iterator[str]:
+    """Open an MLflow run (or re-open ``run_id``) and always close it with a true status.
+
+    FINISHED on success, KILLED on Ctrl-C, FAILED on any other exception, with the
+    error message as the ``bench.error`` tag. Yields the run id.
+    """
+    experiment_id = _set_experiment(experiment)
+    all_tags = {**environment_tags(), **(tags or {})}
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    run = mlflow.start_run(
+        run_id=run_id,
+        experiment_id=None if run_id else experiment_id,
+        run_name=None if run_id else run_name,
+        tags=all_tags,
+        nested=mlflow.active_run() is not None,
+    )
+    run_id = run.info.run_id
+    try:
+        yield run_id
+    except KeyboardInterrupt:
+        _end(run_id, RunStatus.KILLED, "interrupted (Ctrl-C)")
+        raise
+    except BaseException as exc:
+        _end(run_id, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    _end(run_id, RunStatus.FINISHED)
+
+
+def _end(run_id: str, status: int, error: str | None = None) -> None:
+    client = MlflowClient()
+    if error is not None:
+        with contextlib.suppress(Exception):  # the status below matters more than the tag
+            client.set_tag(run_id, TAG_ERROR, redact(error)[:4900])
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(RunStatus.to_string(status))
+    else:
+        client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+class MlflowLogger:
+    """Trainer callback: config as params, per-epoch metrics (step=epoch), test metrics, model."""
+
+    def __init__(self, run_id: str, *, log_model: bool = True) -> None:
+        self.run_id = run_id
+        self.log_model = log_model
+        self.client = MlflowClient()
+
+    def on_train_start(self, info) -> None:
+        params = {k: _param(v) for k, v in info.config.to_flat_dict().items()}
+        params["num_parameters"] = str(info.num_parameters)
+        mlflow.log_params(params, run_id=self.run_id)
+        set_tags(
+            self.run_id,
+            {
+                TAG_VARIANT: info.config.variant,
+                TAG_DATASET: info.config.dataset,
+                TAG_SEED: str(info.config.seed),
+                TAG_DATA_SOURCE: info.data_source,
+                "device": info.device,
+            },
+        )
+
+    def on_epoch_end(self, metrics) -> None:
+        mlflow.log_metrics(metrics.as_dict(), step=metrics.epoch, run_id=self.run_id)
+
+    def on_train_end(self, result) -> None:
+        mlflow.log_metrics({"test_acc": result.test_acc, "test_loss": result.test_loss}, run_id=self.run_id)
+        if self.log_model:
+            log_model(result)
+
+
+def _param(value: Any) -> str:
+    return redact(str(value))[:6000]
+
+
+def log_model(result) -> None:
+    """Log the trained model as a ``pt2`` export that takes [0, 1] float pixels (N, C, H, W).
+
+    ``pt2`` (``torch.export``) is a traced graph: loading it runs no pickled code and
+    needs no bench import. Normalisation is part of the logged graph, so a caller feeds
+    raw pixels scaled to [0, 1].
+    """
+    model = Normalize(result.mean, result.std, result.model).to("cpu").eval()
+    example = result.input_example.numpy().astype(np.float32)
+    n_classes = model(torch.from_numpy(example)).shape[1]
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_classes))]),
+    )
+    mlflow.pytorch.log_model(
+        model,
+        name=MODEL_NAME,
+        input_example=example,
+        signature=signature,
+        serialization_format="pt2",
+        pip_requirements=PIP_REQUIREMENTS,
+        metadata={"classes": list(result.classes), "input": "float32 pixels in [0, 1], NCHW"},
+    )
+
+
+def load_model(run_id: str) -> torch.nn.Module:
+    """The model logged by run ``run_id`` (a pt2 export: no pickled code is executed)."""
+    return mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_NAME}")
+
+
+def model_uri(run_id: str) -> str:
+    return f"runs:/{run_id}/{MODEL_NAME}"
+
+
+def log_artifact_text(run_id: str, name: str, text: str) -> None:
+    MlflowClient().log_text(run_id, text, name)
+
+
+def log_artifact_file(run_id: str, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+    MlflowClient().log_artifact(run_id, str(path), artifact_path)
+
+
+def log_table(run_id: str, frame: pd.DataFrame, name: str) -> None:
+    """A table as ``<name>.csv`` and a fixed-width ``<name>.txt`` artifact of ``run_id``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        csv, txt = Path(tmp) / f"{name}.csv", Path(tmp) / f"{name}.txt"
+        frame.to_csv(csv, index=False)
+        txt.write_text(frame.to_string(index=False) + "\n")
+        client = MlflowClient()
+        client.log_artifact(run_id, str(csv))
+        client.log_artifact(run_id, str(txt))
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, float]) -> None:
+    mlflow.log_metrics(dict(metrics), run_id=run_id)
+
+
+def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, redact(str(value)))
+
+
+def find_runs(experiment: str, filter_string: str = "") -> pd.DataFrame:
+    """Runs of ``experiment`` as a DataFrame (``mlflow.search_runs``); empty if it does not exist."""
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return pd.DataFrame()
+    return mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=filter_string, output_format="pandas")
+
+
+def child_runs(parent_run_id: str) -> pd.DataFrame:
+    run = MlflowClient().get_run(parent_run_id)
+    return mlflow.search_runs(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        output_format="pandas",
+    )
+
+
+def get_run(run_id: str):
+    return MlflowClient().get_run(run_id)
+
+
+def mark_stale_children(parent_run_id: str) -> list[str]:
+    """Children of ``parent_run_id`` still RUNNING when it is (re)opened: their process died.
+
+    Marks them FAILED so no run stays RUNNING after a crash we could not catch (SIGKILL,
+    power loss); returns their ids.
+    """
+    children = child_runs(parent_run_id)
+    if children.empty:
+        return []
+    stale = children[children["status"] == "RUNNING"]["run_id"].tolist()
+    for run_id in stale:
+        _end(run_id, RunStatus.FAILED, "stale: its process ended without closing the run")
+    return stale
