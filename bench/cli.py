@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .config import AMP_MODES, OPTIMIZERS, ConfigError, TrainConfig
@@ -28,43 +28,61 @@ def _knob_pair(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _or_default(kind: type) -> Callable[[str], Any]:
+    """A number, or the word ``default`` for "the variant's own" (MLproject needs a value)."""
+
+    def parse(text: str) -> Any:
+        if text == "default":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__} or 'default', got {text!r}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("what to train")
     g.add_argument("--variant", default=d.variant, help=f"registered variant (see `bench list`; default {d.variant})")
     g.add_argument("--dataset", default=d.dataset, help=f"mnist, fashion-mnist, cifar10, cifar2 or imagefolder:PATH (default {d.dataset})")
-    g.add_argument("--width", type=int, help="the variant's width knob (channels or units)")
-    g.add_argument("--depth", type=int, help="the variant's depth knob (conv layers, hidden layers or ResBlocks)")
-    g.add_argument("--dropout", type=float, help="the variant's dropout probability, 0 <= p < 1")
+    g.add_argument("--width", type=_or_default(int), help="the variant's width knob (channels or units)")
+    g.add_argument("--depth", type=_or_default(int), help="the variant's depth knob (conv layers, hidden layers or ResBlocks)")
+    g.add_argument("--dropout", type=_or_default(float), help="the variant's dropout probability, 0 <= p < 1")
     g.add_argument("--knob", type=_knob_pair, action="append", default=[], metavar="NAME=VALUE",
                    help="any other knob of the variant, e.g. --knob batchnorm=true (repeatable)")
     g = p.add_argument_group("how to train")
     g.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
     g.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size, help=f"default {d.eval_batch_size}")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the variant's (see `bench list`)")
-    g.add_argument("--lr", type=float, help="learning rate, > 0 (default: the variant's)")
-    g.add_argument("--momentum", type=float, help="for --optimizer momentum (default: the variant's, else 0.9)")
-    g.add_argument("--weight-decay", type=float, help="optimizer weight decay (default: the variant's, else 0)")
-    g.add_argument("--l2", type=float, help="explicit L2 penalty l2*sum(w^2) in the loss (default: the variant's, else 0)")
+    g.add_argument("--optimizer", choices=(*OPTIMIZERS, "default"), help="default: the variant's (see `bench list`)")
+    g.add_argument("--lr", type=_or_default(float), help="learning rate, > 0 (default: the variant's)")
+    g.add_argument("--momentum", type=_or_default(float), help="for --optimizer momentum (default: the variant's, else 0.9)")
+    g.add_argument("--weight-decay", type=_or_default(float), help="optimizer weight decay (default: the variant's, else 0)")
+    g.add_argument("--l2", type=_or_default(float), help="explicit L2 penalty l2*sum(w^2) in the loss (default: the variant's, else 0)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed of init, batch order and dropout (default 0)")
     g.add_argument("--split-seed", type=int, default=d.split_seed, help="seed of the train/val hold-out (default 0)")
     g.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"share of train held out as val (default {d.val_fraction})")
     g.add_argument("--val-from-test", action="store_true", help="use the test split as val, as the book does")
-    g.add_argument("--max-train-samples", type=int, help="train on a seeded random subset of this many images")
+    g.add_argument("--max-train-samples", type=_or_default(int), help="train on a seeded random subset of this many images")
     g = p.add_argument_group("where")
     g.add_argument("--device", default=d.device, help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N (default auto)")
     g.add_argument("--amp", choices=AMP_MODES, default=d.amp, help="mixed precision; auto = bf16 on CUDA, off on CPU")
-    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=_or_default(int), help="torch CPU threads (default: torch's choice)")
     g.add_argument("--data-dir", help="data root (default: $BENCH_DATA_DIR, then torchvision's download)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
-    _add_tracking_arguments(p, default_experiment="bench")
+    _add_tracking_arguments(p, default_experiment="bench", optional=True)
 
 
-def _add_tracking_arguments(p: argparse.ArgumentParser, default_experiment: str | None) -> None:
+def _add_tracking_arguments(p: argparse.ArgumentParser, default_experiment: str, optional: bool = False) -> None:
     g = p.add_argument_group("tracking (MLflow; the store is $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
-    if default_experiment is not None:
-        g.add_argument("--experiment", default=default_experiment, help=f"MLflow experiment (default {default_experiment})")
+    g.add_argument(
+        "--experiment",
+        help=f"MLflow experiment (default: $MLFLOW_EXPERIMENT_ID or $MLFLOW_EXPERIMENT_NAME if set, else {default_experiment})",
+    )
+    if optional:
         g.add_argument("--no-tracking", action="store_true", help="do not log to MLflow at all")
     g.add_argument("--no-log-model", action="store_true", help="log params and metrics but not the trained model")
 
@@ -82,7 +100,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs,
         batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size,
-        optimizer=args.optimizer,
+        optimizer=None if args.optimizer == "default" else args.optimizer,
         lr=args.lr,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
@@ -176,14 +194,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     name = f"{config.variant} {config.dataset} seed={config.seed}"
     tags = {tracking.TAG_KIND: "run", tracking.TAG_LABEL: config.variant}
-    with tracking.tracked_run(experiment=args.experiment, run_name=name, tags=tags) as run_id:
+    experiment_id = tracking.experiment_id_for(args.experiment, "bench")
+    with tracking.tracked_run(experiment_id=experiment_id, run_name=name, tags=tags) as run_id:
         train(config, [*callbacks, tracking.MlflowLogger(run_id, log_model=not args.no_log_model)], progress=progress)
-    print(f"mlflow: run {run_id} in experiment {args.experiment!r} at {tracking.tracking_uri()}")
+    print(f"mlflow: run {run_id} (experiment {experiment_id}) in {tracking.tracking_uri()}")
     return 0
 
 
-def _seed_list(text: str) -> list[int]:
-    """``3`` means seeds 0, 1, 2; ``0,5,7`` means exactly those."""
+def _seed_list(text: str) -> list[int] | None:
+    """``3`` means seeds 0, 1, 2; ``0,5,7`` means exactly those; ``default`` the suite's."""
+    if text == "default":
+        return None
     try:
         if "," in text:
             seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -216,6 +237,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
             args.profile,
             seeds=args.seeds,
             resume=args.resume if args.resume is not None else False,
+            experiment=args.experiment,
             overrides=overrides,
             log_models=not args.no_log_model,
             progress=False if args.quiet else None,
@@ -252,12 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "and skip the runs that already FINISHED")
     p.add_argument("--epochs", type=int, help="override every row's epochs (for a smoke test)")
     p.add_argument("--batch-size", type=int, help="override every row's batch size")
-    p.add_argument("--max-train-samples", type=int, help="train every row on a subset of this many images")
+    p.add_argument("--max-train-samples", type=_or_default(int), help="train every row on a subset of this many images")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=_or_default(int), help="torch CPU threads (default: torch's choice)")
     p.add_argument("--data-dir", help="data root (default: $BENCH_DATA_DIR, then torchvision's download)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_tracking_arguments(p, default_experiment=None)
+    _add_tracking_arguments(p, default_experiment="the suite's name")
     p.set_defaults(func=cmd_suite)
     return parser
 

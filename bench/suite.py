@@ -264,6 +264,7 @@ def run_suite(
     *,
     seeds: Sequence[int] | None = None,
     resume: str | bool = False,
+    experiment: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     log_models: bool = True,
     callbacks_for: Callable[[Row, TrainConfig], Iterable[Any]] | None = None,
@@ -279,7 +280,8 @@ def run_suite(
     from .train import train
 
     plan = suite.plan(profile, seeds, overrides)
-    parent_id = _find_parent(suite, profile, resume)
+    experiment_id = tracking.experiment_id_for(experiment, suite.experiment)
+    parent_id = _find_parent(suite, profile, resume, experiment_id)
     done = _finished_pairs(parent_id) if parent_id else set()
     tags = {
         tracking.TAG_KIND: "suite",
@@ -291,7 +293,7 @@ def run_suite(
     ran = skipped = 0
     failed: list[str] = []
     with tracking.tracked_run(
-        experiment=suite.experiment, run_name=f"{suite.name} [{profile}]", tags=tags, run_id=parent_id
+        experiment_id=experiment_id, run_name=f"{suite.name} [{profile}]", tags=tags, run_id=parent_id
     ) as parent_id:
         if not done:
             tracking.log_artifact_text(parent_id, suite.path.name, suite.text)
@@ -307,9 +309,7 @@ def run_suite(
             child_tags = {**tags, tracking.TAG_KIND: "run", tracking.TAG_LABEL: row.label}
             extra = list(callbacks_for(row, config)) if callbacks_for else []
             try:
-                with tracking.tracked_run(
-                    experiment=suite.experiment, run_name=name, tags=child_tags, parent_run_id=parent_id
-                ) as child_id:
+                with tracking.tracked_run(run_name=name, tags=child_tags, parent_run_id=parent_id) as child_id:
                     result = train(
                         config, [tracking.MlflowLogger(child_id, log_model=log_models), *extra], data=data, progress=progress
                     )
@@ -340,7 +340,7 @@ class SuiteFailed(RuntimeError):
         self.summary = summary
 
 
-def _find_parent(suite: Suite, profile: str, resume: str | bool) -> str | None:
+def _find_parent(suite: Suite, profile: str, resume: str | bool, experiment_id: str) -> str | None:
     if not resume:
         return None
     if isinstance(resume, str):
@@ -349,7 +349,7 @@ def _find_parent(suite: Suite, profile: str, resume: str | bool) -> str | None:
             raise SuiteError(f"run {resume} is not a parent run of suite {suite.name!r}")
         return resume
     runs = tracking.find_runs(
-        suite.experiment,
+        [experiment_id],
         f"tags.`{tracking.TAG_KIND}` = 'suite' and tags.`{tracking.TAG_SUITE}` = '{suite.name}' "
         f"and tags.`{tracking.TAG_PROFILE}` = '{profile}'",
     )

@@ -89,6 +89,19 @@ def environment_tags() -> dict[str, str]:
     }
 
 
+def experiment_id_for(explicit: str | None, default: str) -> str:
+    """The experiment to log to: an explicit name, else MLflow's environment, else ``default``.
+
+    ``mlflow run`` sets ``MLFLOW_EXPERIMENT_ID``; honouring it keeps a suite's children in
+    the same experiment as the parent run that ``mlflow run`` created.
+    """
+    if explicit:
+        return _set_experiment(explicit)
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    return _set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or default)
+
+
 def _set_experiment(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
@@ -101,7 +114,7 @@ def _set_experiment(name: str) -> str:
 @contextlib.contextmanager
 def tracked_run(
     *,
-    experiment: str,
+    experiment_id: str | None = None,
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
@@ -110,9 +123,16 @@ def tracked_run(
     """Open an MLflow run (or re-open ``run_id``) and always close it with a true status.
 
     FINISHED on success, KILLED on Ctrl-C, FAILED on any other exception, with the
-    error message as the ``bench.error`` tag. Yields the run id.
+    error message as the ``bench.error`` tag. Yields the run id. A child run goes into
+    its parent's experiment, so the MLflow UI nests it. Under ``mlflow run`` (which
+    creates a run holding the entry point's parameters and passes it as
+    ``MLFLOW_RUN_ID``) a new top-level run becomes a child of that run, so our complete,
+    resolved parameters never clash with the entry point's raw ones.
     """
-    experiment_id = _set_experiment(experiment)
+    if run_id is None and parent_run_id is None and os.environ.get("MLFLOW_RUN_ID"):
+        parent_run_id = os.environ.pop("MLFLOW_RUN_ID")
+    if parent_run_id:
+        experiment_id = MlflowClient().get_run(parent_run_id).info.experiment_id
     all_tags = {**environment_tags(), **(tags or {})}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
@@ -246,12 +266,11 @@ def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
         client.set_tag(run_id, key, redact(str(value)))
 
 
-def find_runs(experiment: str, filter_string: str = "") -> pd.DataFrame:
-    """Runs of ``experiment`` as a DataFrame (``mlflow.search_runs``); empty if it does not exist."""
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is None:
-        return pd.DataFrame()
-    return mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=filter_string, output_format="pandas")
+def find_runs(experiment_ids: list[str] | None = None, filter_string: str = "") -> pd.DataFrame:
+    """Runs as a DataFrame (``mlflow.search_runs``), in the given experiments or all of them."""
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in MlflowClient().search_experiments()]
+    return mlflow.search_runs(experiment_ids=experiment_ids, filter_string=filter_string, output_format="pandas")
 
 
 def child_runs(parent_run_id: str) -> pd.DataFrame:
@@ -280,3 +299,11 @@ def mark_stale_children(parent_run_id: str) -> list[str]:
     for run_id in stale:
         _end(run_id, RunStatus.FAILED, "stale: its process ended without closing the run")
     return stale
+
+
+def logged_models(run_id: str) -> list[str]:
+    """Names of the models logged by ``run_id`` (MLflow 3 keeps them as LoggedModels, not run artifacts)."""
+    client = MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    models = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    return [m.name for m in models]

@@ -11,8 +11,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Resolved at import, before the session moves into its temporary working directory.
+DATA_ROOT = Path(os.environ.get("BENCH_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
+
+
 def _data_root() -> Path:
-    root = Path(os.environ.get("BENCH_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
+    root = DATA_ROOT
     if not (root / "MNIST" / "raw").is_dir():
         pytest.fail(
             f"real data sets not found at {root}: set BENCH_DATA_DIR to the shared data root "
@@ -28,21 +32,43 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Every session decodes from scratch into its own cache (the decode path is under test too)."""
+    """Every session decodes from scratch into its own cache (the decode path is under test too),
+    reading the real data sets from the shared root."""
     cache = tmp_path_factory.mktemp("bench-cache")
-    old = os.environ.get("BENCH_CACHE_DIR")
+    saved = {k: os.environ.get(k) for k in ("BENCH_CACHE_DIR", "BENCH_DATA_DIR")}
     os.environ["BENCH_CACHE_DIR"] = str(cache)
+    os.environ["BENCH_DATA_DIR"] = str(_data_root())
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     yield cache
-    if old is None:
-        os.environ.pop("BENCH_CACHE_DIR", None)
-    else:
-        os.environ["BENCH_CACHE_DIR"] = old
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
-@pytest.fixture(autouse=True)
-def _data_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BENCH_DATA_DIR", str(_data_root()))
+@pytest.fixture(scope="session", autouse=True)
+def tracking_store(tmp_path_factory: pytest.TempPathFactory):
+    """One sqlite tracking store for the whole session (creating one runs migrations: seconds).
+
+    The session also works in a temporary directory, so MLflow's default ./mlruns
+    artifact folder and any stray mlflow.db never land in the repository.
+    """
+    workdir = tmp_path_factory.mktemp("workdir")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
+    for key in saved:
+        os.environ.pop(key, None)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    yield uri
+    os.chdir(cwd)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture

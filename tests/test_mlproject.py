@@ -1,0 +1,49 @@
+"""The MLproject entry points, run the way users run them: `mlflow run . --env-manager local`."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from bench import tracking
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mlflow_cli() -> str:
+    return shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+
+
+def test_every_entry_point_is_declared_with_typed_defaults():
+    spec = yaml.safe_load((REPO / "MLproject").read_text())
+    assert {"main", "train", "suite"} <= set(spec["entry_points"])
+    for name, entry in spec["entry_points"].items():
+        for param, declared in entry.get("parameters", {}).items():
+            assert declared["type"] in {"string", "float", "path"}, (name, param)
+            assert "default" in declared, (name, param)
+            assert "{" + param + "}" in entry["command"], (name, param)
+    assert (REPO / spec["python_env"]).is_file()
+
+
+def test_train_entry_point_end_to_end(tracking_store, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_store, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_RUN_ID", None)
+    result = subprocess.run(
+        [
+            mlflow_cli(), "run", str(REPO), "--env-manager", "local", "--experiment-name", "mlproject-e2e",
+            "-e", "train", "-P", "variant=lenet", "-P", "dataset=mnist", "-P", "epochs=1", "-P", "max_train_samples=500",
+        ],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = tracking.find_runs(filter_string="tags.`bench.variant` = 'lenet' and params.max_train_samples = '500'")
+    assert len(runs) == 1
+    run = MlflowClient().get_run(runs.iloc[0]["run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["epochs"] == "1"
+    outer = MlflowClient().get_run(run.data.tags[tracking.PARENT_TAG])  # the run `mlflow run` made
+    assert outer.data.params["variant"] == "lenet" and outer.info.status == "FINISHED"
+    assert tracking.logged_models(run.info.run_id) == [tracking.MODEL_NAME]

@@ -1,0 +1,181 @@
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench import tracking
+from bench.cli import main
+from bench.suite import SuiteError, SuiteFailed, load_suite, run_suite
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """\
+[suite]
+name = "{name}"
+dataset = "mnist"
+seeds = [0, 1]
+
+[defaults]
+max_train_samples = 300
+batch_size = 50
+
+[profiles.quick]
+epochs = 1
+
+[profiles.full]
+epochs = 2
+
+[[variants]]
+variant = "softmax"
+
+[[variants]]
+variant = "lenet"
+label = "lenet-narrow"
+knobs = {{ width = 4 }}
+[variants.profiles.full]
+epochs = 3
+"""
+
+
+def write_suite(tmp_path: Path, name: str, text: str = TINY) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text.format(name=name))
+    return path
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "studies").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_suite_loads_and_plans_every_profile(path):
+    suite = load_suite(path)
+    for profile in suite.profiles:
+        plan = suite.plan(profile)
+        assert len(plan) == len(suite.rows) * len(suite.profiles[profile].get("seeds", suite.seeds))
+
+
+def test_chapter8_suite_is_the_books_table():
+    suite = load_suite(REPO / "studies" / "cifar2_chapter8.toml")
+    assert [r.label for r in suite.rows] == [
+        "net", "net-width", "net-l2", "net-weight-decay", "net-dropout", "net-batchnorm", "net-depth", "net-res",
+        "net-res-deep",
+    ]
+    full = {row.label: config for row, config in suite.plan("full")}
+    assert all(c.epochs == 100 and c.batch_size == 64 and c.optimizer == "sgd" and c.val_from_test for c in full.values())
+    assert full["net"].lr == 1e-2 and full["net-res-deep"].lr == 3e-3 and full["net-res-deep"].knobs["depth"] == 100
+    assert full["net-l2"].l2 == 1e-3
+    quick = {row.label: config for row, config in suite.plan("quick")}
+    assert quick["net-res-deep"].knobs["depth"] == 10
+
+
+def test_layers_override_in_order(tmp_path):
+    suite = load_suite(write_suite(tmp_path, "layers"))
+    plan = suite.plan("full", seeds=[3], overrides={"epochs": 7, "device": "cpu"})
+    assert [(r.label, c.epochs, c.seed, c.knobs.get("width"), c.batch_size) for r, c in plan] == [
+        ("softmax", 7, 3, None, 50),
+        ("lenet-narrow", 7, 3, 4, 50),
+    ]
+    plan = suite.plan("full")
+    assert [c.epochs for _, c in plan] == [2, 2, 3, 3]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("epochs = 1", "epoch = 1"), r":11: unknown key 'epoch' in \[profiles.quick\]; accepted: .*epochs"),
+        (('variant = "softmax"', 'variant = "sofmax"'), r":17: unknown variant 'sofmax'; accepted: net"),
+        (("[variants.profiles.full]", "[variants.profiles.fast]"), r":23: unknown profile 'fast'; accepted: quick, full"),
+        (("width = 4", "colour = 4"), r":22: variant 'lenet' has no knob 'colour'; accepted knobs: width, dropout"),
+        (('dataset = "mnist"', 'dataset = "svhn"'), r":3: unknown data set 'svhn'"),
+        (("seeds = [0, 1]", "seeds = []"), r":4: seeds must be a non-empty list"),
+        (("batch_size = 50", 'batch_size = "big"'), r":8: batch_size must be a int"),
+        (("batch_size = 50", "batch_size = 0"), r"batch_size=0 is not accepted"),
+        (("[suite]", "[suit]"), r":1: unknown key 'suit' in the top level"),
+        (("epochs = 1", "epochs = 1\nepochs = 2"), r"not valid TOML"),
+    ],
+)
+def test_a_bad_suite_file_fails_before_training_naming_the_line(tmp_path, edit, message, monkeypatch):
+    import bench.train
+
+    monkeypatch.setattr(bench.train, "train", lambda *a, **k: pytest.fail("training started"))
+    text = TINY.replace(*edit)
+    assert text != TINY
+    path = write_suite(tmp_path, "bad", text)
+    with pytest.raises(SuiteError, match=message):
+        load_suite(path)
+
+
+def test_unknown_profile_on_the_command_line_exits_2(tmp_path, capsys):
+    path = write_suite(tmp_path, "cli-profile")
+    with pytest.raises(SystemExit) as exit_:
+        main(["suite", str(path), "--profile", "medium"])
+    assert exit_.value.code == 2
+    assert "unknown profile 'medium'; accepted: quick, full" in capsys.readouterr().err
+
+
+def children_of(parent_id: str):
+    return tracking.child_runs(parent_id).sort_values("start_time")
+
+
+def test_suite_makes_one_parent_and_a_child_per_row_and_seed(tmp_path):
+    suite = load_suite(write_suite(tmp_path, "structure"))
+    outcome = run_suite(suite, "quick", log_models=False, progress=False, echo=lambda _: None)
+    children = children_of(outcome.parent_run_id)
+    assert sorted(zip(children["tags.bench.label"], children["tags.bench.seed"])) == [
+        ("lenet-narrow", "0"), ("lenet-narrow", "1"), ("softmax", "0"), ("softmax", "1"),
+    ]
+    assert set(children["status"]) == {"FINISHED"}
+    parent = MlflowClient().get_run(outcome.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["bench.suite"] == "structure"
+    assert set(children["experiment_id"]) == {parent.info.experiment_id}
+    artifacts = {a.path for a in MlflowClient().list_artifacts(outcome.parent_run_id)}
+    assert {"structure.toml", "summary.csv", "summary.txt"} <= artifacts
+    # The summary's mean and std are those of the children's final metrics.
+    summary = outcome.summary.set_index("label")
+    lenet = children[children["tags.bench.label"] == "lenet-narrow"]["metrics.val_acc"]
+    assert summary.loc["lenet-narrow", "val_acc_mean"] == pytest.approx(lenet.mean())
+    assert summary.loc["lenet-narrow", "val_acc_std"] == pytest.approx(lenet.std())
+    assert summary.loc["lenet-narrow", "n_seeds"] == 2 and summary.loc["softmax", "num_parameters"] == 7850
+
+
+def test_resume_skips_finished_children(tmp_path):
+    suite = load_suite(write_suite(tmp_path, "resume"))
+    first = run_suite(suite, "quick", seeds=[0], log_models=False, progress=False, echo=lambda _: None)
+    again = run_suite(suite, "quick", seeds=[0, 1], resume=True, log_models=False, progress=False, echo=lambda _: None)
+    assert again.parent_run_id == first.parent_run_id
+    assert (again.ran, again.skipped) == (2, 2)
+    children = children_of(first.parent_run_id)
+    assert len(children) == 4 and set(children["status"]) == {"FINISHED"}
+    assert list(again.summary["n_seeds"]) == [2, 2]
+
+
+def test_resume_marks_children_left_running_by_a_dead_process_failed(tmp_path):
+    suite = load_suite(write_suite(tmp_path, "stale"))
+    first = run_suite(suite, "quick", seeds=[0], log_models=False, progress=False, echo=lambda _: None)
+    client = MlflowClient()
+    parent = client.get_run(first.parent_run_id)
+    orphan = client.create_run(
+        parent.info.experiment_id,
+        tags={tracking.PARENT_TAG: first.parent_run_id, tracking.TAG_LABEL: "softmax", tracking.TAG_SEED: "1"},
+    ).info.run_id  # as if SIGKILLed mid-run: RUNNING forever
+    again = run_suite(suite, "quick", seeds=[0, 1], resume=True, log_models=False, progress=False, echo=lambda _: None)
+    assert client.get_run(orphan).info.status == "FAILED"
+    assert "stale" in client.get_run(orphan).data.tags[tracking.TAG_ERROR]
+    assert again.ran == 2
+
+
+def test_a_failing_child_is_failed_the_others_finish_and_the_parent_fails(tmp_path):
+    text = TINY.replace('variant = "softmax"', 'variant = "mlp"\nlr = 1e12')
+    suite = load_suite(write_suite(tmp_path, "failing", text))
+    with pytest.raises(SuiteFailed) as err:
+        run_suite(suite, "quick", log_models=False, progress=False, echo=lambda _: None)
+    children = children_of(err.value.parent_run_id)
+    status = dict(zip(children["tags.bench.label"] + "/" + children["tags.bench.seed"], children["status"]))
+    assert status == {"mlp/0": "FAILED", "mlp/1": "FAILED", "lenet-narrow/0": "FINISHED", "lenet-narrow/1": "FINISHED"}
+    assert MlflowClient().get_run(err.value.parent_run_id).info.status == "FAILED"
+    assert list(err.value.summary["label"]) == ["lenet-narrow"]
+
+
+def test_suite_cli_prints_the_summary(tmp_path, capsys):
+    path = write_suite(tmp_path, "cli")
+    assert main(["suite", str(path), "--seeds", "1", "--no-log-model", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "suite cli [quick]: 2 runs on mnist" in out
+    assert "lenet-narrow" in out and "parent run" in out

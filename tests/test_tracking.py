@@ -1,0 +1,122 @@
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from bench import tracking
+from bench.config import TrainConfig
+from bench.models import Normalize
+from bench.train import NonFiniteLossError, train
+
+
+def tiny(**overrides) -> TrainConfig:
+    settings = dict(variant="net", dataset="cifar2", epochs=3, max_train_samples=256)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def tracked_train(config: TrainConfig, log_model: bool = True, experiment: str = "tests"):
+    experiment_id = tracking.experiment_id_for(experiment, experiment)
+    with tracking.tracked_run(experiment_id=experiment_id, run_name="t") as run_id:
+        result = train(config, [tracking.MlflowLogger(run_id, log_model=log_model)], progress=False)
+    return run_id, result
+
+
+@pytest.fixture(scope="module")
+def logged():
+    return tracked_train(tiny(), log_model=True)
+
+
+def test_params_are_the_whole_resolved_config_verbatim(logged):
+    run_id, result = logged
+    params = MlflowClient().get_run(run_id).data.params
+    expected = {k: str(v) for k, v in result.config.to_flat_dict().items()}
+    assert {k: params[k] for k in expected} == expected
+    assert params["num_parameters"] == "18090"
+    assert params["optimizer"] == "sgd" and params["lr"] == "0.01" and params["knob.width"] == "16"
+
+
+def test_one_metric_value_per_epoch_matching_the_trainer(logged):
+    run_id, result = logged
+    client = MlflowClient()
+    for name in ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "images_per_s"):
+        history = client.get_metric_history(run_id, name)
+        assert [m.step for m in history] == [1, 2, 3]
+        assert [m.value for m in history] == pytest.approx([getattr(e, name) for e in result.history])
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["test_acc"] == pytest.approx(result.test_acc)
+    assert metrics["test_loss"] == pytest.approx(result.test_loss)
+
+
+def test_tags_name_variant_data_and_environment(logged):
+    run_id, _ = logged
+    tags = MlflowClient().get_run(run_id).data.tags
+    assert tags[tracking.TAG_VARIANT] == "net" and tags[tracking.TAG_DATASET] == "cifar2"
+    assert tags["torch.version"] == torch.__version__
+    assert tags["bench.git_commit"] != "" and tags["device"].startswith("cpu")
+    assert "JPEG" in tags[tracking.TAG_DATA_SOURCE]
+    assert MlflowClient().get_run(run_id).info.status == "FINISHED"
+
+
+def test_logged_model_loads_back_and_predicts_the_same(logged, data_root):
+    run_id, result = logged
+    assert tracking.logged_models(run_id) == [tracking.MODEL_NAME]
+    x = result.input_example
+    expected = Normalize(result.mean, result.std, result.model).eval()(x).detach()
+    loaded = tracking.load_model(run_id)
+    assert torch.allclose(loaded(x), expected, atol=1e-5)
+    pyfunc = mlflow.pyfunc.load_model(tracking.model_uri(run_id))
+    batch = np.random.default_rng(0).random((7, 3, 32, 32), dtype=np.float32)  # any batch size
+    assert pyfunc.predict(batch).shape == (7, 2)
+    assert np.allclose(pyfunc.predict(x.numpy()), expected.numpy(), atol=1e-5)
+
+
+def test_no_log_model_skips_the_model():
+    run_id, _ = tracked_train(tiny(epochs=1), log_model=False)
+    assert tracking.logged_models(run_id) == []
+
+
+def test_exception_marks_the_run_failed_with_the_error_as_a_tag():
+    experiment_id = tracking.experiment_id_for("tests", "tests")
+    with pytest.raises(NonFiniteLossError):
+        with tracking.tracked_run(experiment_id=experiment_id) as run_id:
+            train(tiny(variant="mlp", lr=1e12, epochs=2), [tracking.MlflowLogger(run_id)], progress=False)
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert "NonFiniteLossError: loss became" in run.data.tags[tracking.TAG_ERROR]
+    assert mlflow.active_run() is None
+
+
+def test_ctrl_c_marks_the_run_killed_and_keeps_finished_epochs():
+    class CtrlC:
+        def on_epoch_end(self, metrics):
+            if metrics.epoch == 2:
+                raise KeyboardInterrupt
+
+    experiment_id = tracking.experiment_id_for("tests", "tests")
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.tracked_run(experiment_id=experiment_id) as run_id:
+            train(tiny(epochs=5), [tracking.MlflowLogger(run_id), CtrlC()], progress=False)
+    client = MlflowClient()
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2]
+
+
+def test_credentials_never_reach_params_or_tags():
+    assert tracking.redact("postgresql://bench:hunter2@db:5432/optuna") == "postgresql://bench:***@db:5432/optuna"
+    assert tracking.redact("/plain/path") == "/plain/path"
+    run_id, _ = tracked_train(tiny(epochs=1, data_dir=None), log_model=False)
+    tracking.set_tags(run_id, {"storage": "postgresql://u:hunter2@h/db"})
+    run = MlflowClient().get_run(run_id)
+    assert "hunter2" not in str(run.data.params) + str(run.data.tags)
+
+
+def test_a_run_under_mlflow_run_nests_under_its_run(monkeypatch):
+    experiment_id = tracking.experiment_id_for("tests", "tests")
+    outer = MlflowClient().create_run(experiment_id).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", outer)
+    with tracking.tracked_run(experiment_id=experiment_id) as run_id:
+        pass
+    assert run_id != outer
+    assert MlflowClient().get_run(run_id).data.tags[tracking.PARENT_TAG] == outer
