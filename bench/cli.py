@@ -15,6 +15,7 @@ from typing import Any
 from .config import AMP_MODES, OPTIMIZERS, ConfigError, TrainConfig
 
 EXIT_USAGE = 2
+DEFAULT_UI_URL = "http://127.0.0.1:5000"
 
 
 class UsageError(Exception):
@@ -247,9 +248,30 @@ def cmd_suite(args: argparse.Namespace) -> int:
     except SuiteFailed as exc:
         print(format_summary(exc.summary))
         print(f"bench: {exc}", file=sys.stderr)
+        if args.report is not None and not exc.summary.empty:
+            _write_report(exc.parent_run_id, args.report or None, args.ui_url)
         return 1
     print(format_summary(outcome.summary))
     print(f"parent run {outcome.parent_run_id}: {outcome.ran} run(s) trained, {outcome.skipped} skipped as finished")
+    if args.report is not None:
+        _write_report(outcome.parent_run_id, args.report or None, args.ui_url)
+    return 0
+
+
+def _write_report(target: str, out: str | None, ui_url: str, log: bool = True) -> None:
+    from .report import build_report
+
+    report = build_report(target, out, ui_url=ui_url, log=log)
+    print(f"report: {report.out_dir / 'index.html'} ({len(report.summary)} rows; also logged to run {report.parent_run_id})")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import ReportError
+
+    try:
+        _write_report(args.target, args.out, args.ui_url, log=not args.no_log)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
     return 0
 
 
@@ -279,8 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_or_default(int), help="torch CPU threads (default: torch's choice)")
     p.add_argument("--data-dir", help="data root (default: $BENCH_DATA_DIR, then torchvision's download)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--report", nargs="?", const="", metavar="DIR",
+                   help="write the report when the suite ends (default DIR: reports/<suite name>)")
+    p.add_argument("--ui-url", default=DEFAULT_UI_URL, help=f"MLflow UI address for the report's links (default {DEFAULT_UI_URL})")
     _add_tracking_arguments(p, default_experiment="the suite's name")
     p.set_defaults(func=cmd_suite)
+
+    p = sub.add_parser("report", help="write the HTML + PNG report of a suite or study from MLflow")
+    p.add_argument("target", help="suite or study name (its latest parent run) or a parent run id")
+    p.add_argument("--out", help="output folder (default reports/<name>)")
+    p.add_argument("--ui-url", default=DEFAULT_UI_URL, help=f"MLflow UI address for run links (default {DEFAULT_UI_URL})")
+    p.add_argument("--no-log", action="store_true", help="do not also log the report as artifacts of the parent run")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -307,3 +307,15 @@ def logged_models(run_id: str) -> list[str]:
     experiment_id = client.get_run(run_id).info.experiment_id
     models = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
     return [m.name for m in models]
+
+
+def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
+    return [a.path for a in MlflowClient().list_artifacts(run_id, path)]
+
+
+def read_artifact_text(run_id: str, path: str) -> str:
+    return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in MlflowClient().get_metric_history(run_id, key)]

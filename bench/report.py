@@ -1,0 +1,348 @@
+"""Reports from MLflow: the train/val accuracy chart redrawn, curves, a summary table, one HTML page.
+
+The only module of bench that draws. Everything comes from the tracking store (the
+suite's parent run and its children), so a report can be rebuilt at any time, on any
+machine that reaches the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import math
+import platform
+import re
+import tomllib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from . import __version__, tracking  # noqa: E402
+from .suite import SUMMARY_METRICS, summarize  # noqa: E402
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+DEFAULT_UI = "http://127.0.0.1:5000"
+CHART_DPI = 110
+
+
+class ReportError(ValueError):
+    """Nothing to report: unknown name or run id, or no finished runs."""
+
+
+@dataclasses.dataclass
+class Report:
+    out_dir: Path
+    files: list[Path]
+    summary: pd.DataFrame
+    parent_run_id: str
+
+
+def find_parent(target: str) -> Any:
+    """The parent run of a suite or study named ``target`` (the latest), or run id ``target``."""
+    if RUN_ID.match(target):
+        try:
+            return tracking.get_run(target)
+        except Exception as exc:
+            raise ReportError(f"no run with id {target!r} in {tracking.tracking_uri()}: {exc}") from None
+    runs = tracking.find_runs(
+        filter_string=f"tags.`{tracking.TAG_SUITE}` = '{target}' and tags.`{tracking.TAG_KIND}` = 'suite'"
+    )
+    if runs.empty:
+        runs = tracking.find_runs(
+            filter_string=f"tags.`{tracking.TAG_STUDY}` = '{target}' and tags.`{tracking.TAG_KIND}` = 'study'"
+        )
+    if runs.empty:
+        raise ReportError(
+            f"no suite or study named {target!r} in {tracking.tracking_uri()}; pass a suite name (e.g. "
+            "cifar2-chapter8), a study name, or a parent run id"
+        )
+    return tracking.get_run(str(runs.sort_values("start_time").iloc[-1]["run_id"]))
+
+
+def build_report(target: str, out_dir: str | Path | None = None, *, ui_url: str = DEFAULT_UI, log: bool = True) -> Report:
+    parent = find_parent(target)
+    parent_id = parent.info.run_id
+    tags = parent.data.tags
+    name = tags.get(tracking.TAG_SUITE) or tags.get(tracking.TAG_STUDY) or parent_id
+    out = Path(out_dir) if out_dir else Path("reports") / _slug(name)
+    out.mkdir(parents=True, exist_ok=True)
+
+    children = tracking.child_runs(parent_id)
+    if children.empty or not (children["status"] == "FINISHED").any():
+        raise ReportError(f"run {parent_id} ({name}) has no FINISHED child runs to report")
+    definition_name, definition = _definition(parent_id)
+    references = _references(definition)
+    summary = summarize(children)
+    summary = _order_like_definition(summary, definition)
+    summary = _with_references(summary, references)
+    finished = children[children["status"] == "FINISHED"]
+    histories = _histories(finished)
+
+    files = [
+        _accuracy_chart(finished, summary, out / "accuracy.png"),
+        _curves_chart(histories, summary, out / "curves.png"),
+    ]
+    table = _table(summary)
+    table.to_csv(out / "summary.csv", index=False)
+    files.append(out / "summary.csv")
+    page = _html(
+        name=name,
+        parent=parent,
+        summary=summary,
+        table=table,
+        finished=finished,
+        definition_name=definition_name,
+        definition=definition,
+        images={"accuracy": out / "accuracy.png", "curves": out / "curves.png"},
+        ui_url=ui_url.rstrip("/"),
+    )
+    (out / "index.html").write_text(page, encoding="utf-8")
+    files.append(out / "index.html")
+    if log:
+        for f in files:
+            tracking.log_artifact_file(parent_id, f, "report")
+    return Report(out, files, summary, parent_id)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "report"
+
+
+def _definition(parent_id: str) -> tuple[str, str]:
+    """The suite/study file logged with the parent run, as (file name, text)."""
+    for artifact in tracking.list_artifacts(parent_id):
+        if artifact.endswith(".toml"):
+            return artifact, tracking.read_artifact_text(parent_id, artifact)
+    return "", ""
+
+
+def _references(definition: str) -> dict[str, dict[str, Any]]:
+    if not definition:
+        return {}
+    try:
+        doc = tomllib.loads(definition)
+    except tomllib.TOMLDecodeError:
+        return {}
+    return {
+        row.get("label", row.get("variant")): row["reference"]
+        for row in doc.get("variants", [])
+        if isinstance(row, dict) and row.get("reference")
+    }
+
+
+def _order_like_definition(summary: pd.DataFrame, definition: str) -> pd.DataFrame:
+    try:
+        rows = tomllib.loads(definition).get("variants", []) if definition else []
+    except tomllib.TOMLDecodeError:
+        rows = []
+    order = [r.get("label", r.get("variant")) for r in rows if isinstance(r, dict)]
+    rank = {label: i for i, label in enumerate(order)}
+    return summary.sort_values("label", key=lambda s: s.map(lambda x: rank.get(x, len(rank)))).reset_index(drop=True)
+
+
+def _with_references(summary: pd.DataFrame, references: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    summary = summary.copy()
+    for metric in SUMMARY_METRICS:
+        published = [references.get(label, {}).get(metric, math.nan) for label in summary["label"]]
+        summary[f"{metric}_published"] = published
+        summary[f"{metric}_diff"] = summary[f"{metric}_mean"] - summary[f"{metric}_published"]
+    summary["published_source"] = [references.get(label, {}).get("source", "") for label in summary["label"]]
+    return summary
+
+
+def _histories(finished: pd.DataFrame) -> pd.DataFrame:
+    frames = []
+    for _, run in finished.iterrows():
+        for metric in ("train_acc", "val_acc", "train_loss", "val_loss"):
+            for step, value in tracking.metric_history(run["run_id"], metric):
+                frames.append((run[f"tags.{tracking.TAG_LABEL}"], run[f"tags.{tracking.TAG_SEED}"], metric, step, value))
+    return pd.DataFrame(frames, columns=["label", "seed", "metric", "epoch", "value"])
+
+
+def _table(summary: pd.DataFrame) -> pd.DataFrame:
+    """summary.csv: one row per variant, plain numbers a spreadsheet can read."""
+    columns = {"label": "variant_row", "variant": "variant", "n_seeds": "n_seeds"}
+    table = summary.rename(columns=columns)
+    keep = ["variant_row", "variant", "n_seeds"]
+    for metric in SUMMARY_METRICS:
+        keep += [f"{metric}_mean", f"{metric}_std", f"{metric}_published", f"{metric}_diff"]
+    keep += ["published_source", "num_parameters", "epochs", "s_per_epoch", "run_ids"]
+    return table[keep]
+
+
+# ---------------------------------------------------------------------------- charts
+
+
+def _accuracy_chart(finished: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path:
+    """The seed's grouped bar chart: train and val accuracy per variant, mean ± std over seeds."""
+    long = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "variant": finished[f"tags.{tracking.TAG_LABEL}"],
+                    "split": split,
+                    "accuracy": finished[f"metrics.{metric}"].astype(float),
+                }
+            )
+            for split, metric in (("train", "train_acc"), ("val", "val_acc"))
+        ]
+    )
+    order = list(summary["label"])
+    n_seeds = sorted(set(summary["n_seeds"]))
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(order) + 2), 5))
+    sns.barplot(
+        data=long, x="variant", y="accuracy", hue="split", order=order, hue_order=["train", "val"],
+        errorbar="sd" if max(n_seeds) > 1 else None, capsize=0.15, palette=["#4c72b0", "#dd8452"], ax=ax,
+    )
+    low = min(0.7, math.floor((long["accuracy"].min() - 0.02) * 20) / 20)
+    ax.set_ylim(max(low, 0.0), 1.0)
+    seeds = "/".join(map(str, n_seeds))
+    ax.set_title(f"Train and val accuracy, mean ± std over {seeds} seed(s)" if max(n_seeds) > 1 else "Train and val accuracy (1 seed)")
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    ax.legend(title=None, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+def _curves_chart(histories: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path:
+    """Val accuracy and train loss per epoch, one line per variant (band: std over seeds)."""
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    order = list(summary["label"])
+    palette = sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order))
+    for ax, metric, title in ((axes[0], "val_acc", "Val accuracy"), (axes[1], "train_loss", "Train loss")):
+        data = histories[histories["metric"] == metric]
+        sns.lineplot(
+            data=data, x="epoch", y="value", hue="label", hue_order=order, palette=palette,
+            errorbar="sd", marker="o" if data["epoch"].max() <= 12 else None, ax=ax,
+        )
+        ax.set_title(title)
+        ax.set_ylabel(metric)
+        ax.legend_.remove() if ax is axes[0] else ax.legend(title=None, fontsize="small", loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------- HTML
+
+
+def _image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _cell(mean: float, std: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    return f"{mean:.4f}" if std is None or math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def _html(*, name, parent, summary, table, finished, definition_name, definition, images, ui_url) -> str:
+    e = html.escape
+    experiment_id = parent.info.experiment_id
+    run_url = lambda run_id: f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}"  # noqa: E731
+    tags = parent.data.tags
+    first_child = finished.iloc[0]
+    sources = sorted(set(finished[f"tags.{tracking.TAG_DATA_SOURCE}"].dropna()))
+    jpeg = any("JPEG" in s for s in sources)
+
+    rows = []
+    for _, r in summary.iterrows():
+        published = " / ".join(
+            f"{m.split('_')[0]} {r[f'{m}_published']:.3f} ({r[f'{m}_diff']:+.3f})"
+            for m in SUMMARY_METRICS
+            if not math.isnan(r[f"{m}_published"])
+        )
+        links = " ".join(f'<a href="{e(run_url(rid))}">{e(rid[:8])}</a>' for rid in str(r["run_ids"]).split())
+        rows.append(
+            "<tr>"
+            + f"<td>{e(str(r['label']))}</td><td>{e(str(r['variant']))}</td><td>{int(r['n_seeds'])}</td>"
+            + "".join(f"<td>{e(_cell(r[f'{m}_mean'], r[f'{m}_std']))}</td>" for m in SUMMARY_METRICS)
+            + f"<td>{int(r['num_parameters']):,}</td><td>{int(r['epochs'])}</td><td>{r['s_per_epoch']:.2f}</td>"
+            + f"<td>{e(published)}{' — ' + e(str(r['published_source'])) if published else ''}</td><td>{links}</td>"
+            + "</tr>"
+        )
+    env = {
+        "bench": f"{__version__} (commit {tags.get('bench.git_commit', 'unknown')})",
+        "torch": f"{tags.get('torch.version', '?')} (CUDA {tags.get('torch.cuda', 'None')})",
+        "python": tags.get("python.version", platform.python_version()),
+        "platform": tags.get("host.platform", ""),
+        "device": first_child.get("tags.device", ""),
+        "data": "; ".join(sources),
+        "tracking store": tracking.redact(tracking.tracking_uri()),
+    }
+    note = (
+        "<p class=note><strong>Data note:</strong> CIFAR images came from the JPEG (quality 75) re-encoding "
+        "of CIFAR-10: the same pictures, not pixel-identical, so accuracies land close to, not exactly on, "
+        "published figures.</p>"
+        if jpeg
+        else ""
+    )
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(name)}: bench report</title>
+<style>
+body {{ font: 15px/1.5 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }}
+img {{ max-width: 100%; height: auto; border: 1px solid #ddd; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+th:first-child, td:first-child, td:nth-child(2) {{ text-align: left; }}
+pre {{ background: #f6f6f6; padding: 1rem; overflow-x: auto; font-size: 13px; }}
+.note {{ background: #fff6d6; padding: .5rem 1rem; border-left: 4px solid #e0b000; }}
+dt {{ font-weight: 600; }} dd {{ margin: 0 0 .4rem 0; }}
+</style>
+</head>
+<body>
+<h1>{e(name)}</h1>
+<p>{e(tags.get('mlflow.note.content', ''))} Profile <code>{e(tags.get(tracking.TAG_PROFILE, ''))}</code>, data set
+<code>{e(tags.get(tracking.TAG_DATASET, ''))}</code>, {len(finished)} finished run(s).
+Parent run <a href="{e(run_url(parent.info.run_id))}">{e(parent.info.run_id)}</a>
+(status {e(parent.info.status)}). Generated {generated}.</p>
+{note}
+<h2>Accuracy</h2>
+{_image(images['accuracy'], 'train and val accuracy per variant')}
+<h2>Learning curves</h2>
+{_image(images['curves'], 'val accuracy and train loss per epoch')}
+<h2>Summary</h2>
+<table>
+<thead><tr><th>row</th><th>variant</th><th>seeds</th><th>train acc</th><th>val acc</th><th>test acc</th>
+<th>parameters</th><th>epochs</th><th>s/epoch</th><th>published (ours − published)</th><th>runs</th></tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody>
+</table>
+<p>Accuracies are the final epoch's, mean ± sample std over seeds. Run links open the MLflow UI at
+<code>{e(ui_url)}</code> (start it with <code>mlflow ui</code> on the same store).</p>
+<h2>Definition{': ' + e(definition_name) if definition_name else ''}</h2>
+<pre>{e(definition) if definition else '(no definition file was logged with this run)'}</pre>
+<h2>Environment</h2>
+<dl>
+{''.join(f'<dt>{e(k)}</dt><dd>{e(str(v))}</dd>' for k, v in env.items())}
+</dl>
+</body>
+</html>
+"""
