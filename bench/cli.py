@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .config import AMP_MODES, OPTIMIZERS, ConfigError, TrainConfig
+from .config import AMP_MODES, MEMORY_FORMATS, OPTIMIZERS, ConfigError, TrainConfig
 
 EXIT_USAGE = 2
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
@@ -71,6 +71,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where")
     g.add_argument("--device", default=d.device, help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N (default auto)")
     g.add_argument("--amp", choices=AMP_MODES, default=d.amp, help="mixed precision; auto = bf16 on CUDA, off on CPU")
+    g.add_argument("--memory-format", choices=MEMORY_FORMATS, default=d.memory_format,
+                   help="activation layout; auto = channels_last for nets with convolutions")
     g.add_argument("--threads", type=_or_default(int), help="torch CPU threads (default: torch's choice)")
     g.add_argument("--data-dir", help="data root (default: $BENCH_DATA_DIR, then torchvision's download)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
@@ -110,6 +112,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         split_seed=args.split_seed,
         device=args.device,
         amp=args.amp,
+        memory_format=args.memory_format,
         val_fraction=args.val_fraction,
         val_from_test=args.val_from_test,
         max_train_samples=args.max_train_samples,

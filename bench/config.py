@@ -16,6 +16,7 @@ from .models import VariantError, get_variant
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 # Knobs with generic CLI flags; bounds are the variant's, checked in resolve().
 GENERIC_KNOBS = ("width", "depth", "dropout")
 
@@ -41,6 +42,7 @@ class TrainConfig:
     split_seed: int = 0  # which train images are held out as val; fixed so seeds share one val set
     device: str = "auto"  # auto: cuda if available, else cpu
     amp: str = "auto"  # auto: bf16 on CUDA, off on CPU
+    memory_format: str = "auto"  # auto: channels_last for nets with convolutions (1.2-1.8x on CPU)
     val_fraction: float = 0.1
     val_from_test: bool = False  # the book's convention: "val" is the test split
     max_train_samples: int | None = None
@@ -70,6 +72,8 @@ class TrainConfig:
             raise bad("optimizer", ", ".join(OPTIMIZERS))
         if self.amp not in AMP_MODES:
             raise bad("amp", ", ".join(AMP_MODES))
+        if self.memory_format not in MEMORY_FORMATS:
+            raise bad("memory_format", ", ".join(MEMORY_FORMATS))
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise bad("device", "auto, cpu, cuda, cuda:N, mps")
         if not self.lr > 0:

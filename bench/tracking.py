@@ -11,6 +11,7 @@ directory) unless ``MLFLOW_TRACKING_URI`` says otherwise, e.g. a tracking server
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import os
 import platform
@@ -210,7 +211,10 @@ def log_model(result) -> None:
     needs no bench import. Normalisation is part of the logged graph, so a caller feeds
     raw pixels scaled to [0, 1].
     """
-    model = Normalize(result.mean, result.std, result.model).to("cpu").eval()
+    # A contiguous CPU copy: the trainer may hold channels_last weights on a GPU, which
+    # the pt2 archive stores less portably; the caller's model is left as it is.
+    model = Normalize(result.mean, result.std, copy.deepcopy(result.model))
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     example = result.input_example.numpy().astype(np.float32)
     n_classes = model(torch.from_numpy(example)).shape[1]
     signature = ModelSignature(

@@ -98,11 +98,20 @@ def _notify(callbacks: Sequence[Any], hook: str, arg: Any) -> None:
             method(arg)
 
 
-def _to_device(split: Split, device: torch.device, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 NCHW -> normalised float32 on ``device``, converted once for the whole run."""
-    images = split.images.to(device).float().div_(255.0)
+def _to_device(
+    split: Split, device: torch.device, mean: torch.Tensor, std: torch.Tensor, layout: torch.memory_format
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 NCHW -> normalised float32 on ``device`` in ``layout``, converted once for the whole run."""
+    images = split.images.to(device).float().contiguous(memory_format=layout).div_(255.0)
     images.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     return images, split.labels.to(device)
+
+
+def _memory_format(choice: str, model: nn.Module) -> torch.memory_format:
+    """channels_last (NHWC) lets oneDNN/cuDNN pick their fast conv kernels; it only helps convolutions."""
+    if choice == "channels_last" or (choice == "auto" and any(isinstance(m, nn.Conv2d) for m in model.modules())):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def train(
@@ -136,13 +145,15 @@ def train(
             max_train_samples=cfg.max_train_samples,
         )
     seed_everything(cfg.seed)
-    model = get_model(cfg.variant, data.info.shape, **cfg.knobs).to(device)
+    model = get_model(cfg.variant, data.info.shape, **cfg.knobs)
     num_parameters = count_parameters(model)
+    layout = _memory_format(cfg.memory_format, model)
+    model = model.to(device=device, memory_format=layout)
 
     mean = torch.tensor(data.mean, device=device)
     std = torch.tensor(data.std, device=device)
-    x_train, y_train = _to_device(data.train, device, mean, std)
-    x_val, y_val = _to_device(data.val, device, mean, std)
+    x_train, y_train = _to_device(data.train, device, mean, std, layout)
+    x_val, y_val = _to_device(data.val, device, mean, std, layout)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(cfg, trainable)
@@ -160,7 +171,7 @@ def train(
     step_sizes = torch.full((steps,), float(cfg.batch_size), device=device)
     step_sizes[-1] = n - cfg.batch_size * (steps - 1)
     step_losses = torch.empty(steps, device=device)
-    x_batch = torch.empty((cfg.batch_size, *x_train.shape[1:]), device=device)
+    x_batch = torch.empty((cfg.batch_size, *x_train.shape[1:]), device=device).contiguous(memory_format=layout)
     y_batch = torch.empty(cfg.batch_size, dtype=torch.int64, device=device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     show_progress = sys.stderr.isatty() if progress is None else progress
@@ -209,7 +220,7 @@ def train(
         _notify(callbacks, "on_epoch_end", metrics)
 
     del x_train, y_train, x_batch  # free the training copy before the test split arrives
-    x_test, y_test = _to_device(data.test, device, mean, std)
+    x_test, y_test = _to_device(data.test, device, mean, std, layout)
     test_loss, test_acc = _evaluate(model, x_test, y_test, cfg.eval_batch_size, autocast)
     result = TrainResult(
         cfg,

@@ -1,0 +1,189 @@
+"""Reports built from real runs logged in the session's temporary store."""
+
+import math
+import os
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from bench import tracking
+from bench.cli import main
+from bench.report import CHART_DPI, ReportError, build_report
+from bench.suite import load_suite, run_suite
+
+EVIL = "<script>alert(1)</script>"
+SUITE = f"""\
+[suite]
+name = "report-test"
+dataset = "mnist"
+seeds = [0, 1]
+
+[defaults]
+max_train_samples = 300
+batch_size = 50
+
+[profiles.quick]
+epochs = 2
+
+[[variants]]
+variant = "softmax"
+reference = {{ val_acc = 0.80, source = "made-up number for the test" }}
+
+[[variants]]
+variant = "lenet"
+label = "{EVIL}"
+knobs = {{ width = 4 }}
+"""
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    path = root / "report-test.toml"
+    path.write_text(SUITE)
+    outcome = run_suite(load_suite(path), "quick", log_models=False, progress=False, echo=lambda _: None)
+    return build_report("report-test", root / "out"), outcome
+
+
+class TableRows(HTMLParser):
+    """The text of every <td> of every <tbody> row."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.cell, self.in_body = [], None, False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tbody":
+            self.in_body = True
+        elif tag == "tr" and self.in_body:
+            self.rows.append([])
+        elif tag == "td" and self.in_body:
+            self.cell = ""
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self.cell is not None:
+            self.rows[-1].append(self.cell)
+            self.cell = None
+        elif tag == "tbody":
+            self.in_body = False
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell += data
+
+
+def test_writes_every_file(report):
+    built, _ = report
+    assert {p.name for p in built.files} == {"accuracy.png", "curves.png", "summary.csv", "index.html"}
+
+
+@pytest.mark.parametrize("name, inches", [("accuracy.png", (6, 5)), ("curves.png", (13, 4.8))])
+def test_png_files_open_with_the_expected_size(report, name, inches):
+    built, _ = report
+    with Image.open(built.out_dir / name) as image:
+        image.verify()
+    with Image.open(built.out_dir / name) as image:
+        assert image.format == "PNG"
+        assert image.size == (round(inches[0] * CHART_DPI), round(inches[1] * CHART_DPI))
+
+
+def test_html_table_has_one_row_per_variant_with_the_runs_metrics(report):
+    built, outcome = report
+    parser = TableRows()
+    parser.feed((built.out_dir / "index.html").read_text())
+    assert [row[0] for row in parser.rows] == ["softmax", EVIL]
+    children = tracking.child_runs(outcome.parent_run_id)
+    for row in parser.rows:
+        runs = children[children["tags.bench.label"] == row[0]]
+        for column, metric in ((3, "train_acc"), (4, "val_acc"), (5, "test_acc")):
+            values = runs[f"metrics.{metric}"]
+            assert row[column] == f"{values.mean():.4f} ± {values.std():.4f}"
+        assert row[2] == "2"
+
+
+def test_summary_csv_matches_the_runs_and_the_published_number(report):
+    built, outcome = report
+    table = pd.read_csv(built.out_dir / "summary.csv")
+    assert list(table["variant_row"]) == ["softmax", EVIL]
+    children = tracking.child_runs(outcome.parent_run_id)
+    softmax = children[children["tags.bench.label"] == "softmax"]["metrics.val_acc"]
+    row = table.iloc[0]
+    assert row["val_acc_mean"] == pytest.approx(softmax.mean())
+    assert row["val_acc_std"] == pytest.approx(softmax.std())
+    assert row["val_acc_published"] == 0.80
+    assert row["val_acc_diff"] == pytest.approx(softmax.mean() - 0.80)
+    assert math.isnan(table.iloc[1]["val_acc_published"])
+    assert row["num_parameters"] == 7850 and row["epochs"] == 2 and row["n_seeds"] == 2
+
+
+def test_names_from_runs_are_escaped(report):
+    built, _ = report
+    page = (built.out_dir / "index.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert EVIL not in page
+
+
+def test_page_is_self_contained_and_links_the_runs(report):
+    built, outcome = report
+    page = (built.out_dir / "index.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 2
+    assert 'src="http' not in page and "<link" not in page
+    assert f"/runs/{outcome.parent_run_id}" in page
+    assert "[suite]" in page  # the definition is shown
+    assert "torch" in page and "Environment" in page
+
+
+def test_report_is_logged_on_the_parent_run(report):
+    _, outcome = report
+    assert set(tracking.list_artifacts(outcome.parent_run_id, "report")) >= {
+        "report/accuracy.png", "report/curves.png", "report/summary.csv", "report/index.html",
+    }
+
+
+def test_unknown_target_is_a_clear_error(capsys):
+    with pytest.raises(ReportError, match="no suite or study named 'nope'"):
+        build_report("nope", log=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "nope"])
+    assert exit_.value.code == 2
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_headless_chromium_decodes_every_image_without_console_errors(report, tmp_path):
+    built, _ = report
+    browser = chromium()
+    driver_path = shutil.which("chromedriver")
+    if not (browser and driver_path):
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium and chromium-driver (see .ci/run)")
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get((built.out_dir / "index.html").resolve().as_uri())
+        widths = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)"
+        )
+        console = driver.get_log("browser")
+    finally:
+        driver.quit()
+    assert len(widths) == 2 and all(w > 0 for w in widths), widths
+    assert not [m for m in console if m["level"] in ("SEVERE", "ERROR")], console
