@@ -109,13 +109,13 @@ def load_suite(path: str | Path) -> Suite:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{path}: not valid TOML: {exc}") from None
-    where = _Locator(path, text)
+    where = Locator(path, text)
 
-    _check_keys(doc, TOP_KEYS, where, [], "the top level")
+    check_keys(doc, TOP_KEYS, where, [], "the top level")
     head = doc.get("suite")
     if head is None:
         raise SuiteError(f"{path}:1: missing [suite] table (name, dataset)")
-    _check_keys(head, SUITE_KEYS, where, ["suite"], "[suite]")
+    check_keys(head, SUITE_KEYS, where, ["suite"], "[suite]")
     for key in ("name", "dataset"):
         if key not in head:
             raise SuiteError(f"{where.line(['suite'])}: [suite] needs {key!r}")
@@ -128,12 +128,12 @@ def load_suite(path: str | Path) -> Suite:
     seeds = _seeds(head.get("seeds", [0]), where, ["suite", "seeds"])
 
     defaults = doc.get("defaults", {})
-    _check_keys(defaults, TRAINING_KEYS, where, ["defaults"], "[defaults]")
+    check_keys(defaults, TRAINING_KEYS, where, ["defaults"], "[defaults]")
     profiles = doc.get("profiles", {})
     if not profiles:
         raise SuiteError(f"{path}:1: a suite needs at least one [profiles.<name>] table (e.g. quick, full)")
     for name, profile in profiles.items():
-        _check_keys(profile, PROFILE_KEYS, where, ["profiles", name], f"[profiles.{name}]")
+        check_keys(profile, PROFILE_KEYS, where, ["profiles", name], f"[profiles.{name}]")
         if "seeds" in profile:
             _seeds(profile["seeds"], where, ["profiles", name, "seeds"])
 
@@ -143,7 +143,7 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(f"{path}:1: a suite needs at least one [[variants]] entry")
     for i, raw in enumerate(raw_rows):
         key_path = ["variants", i]
-        _check_keys(raw, ROW_KEYS, where, key_path, f"[[variants]] #{i + 1}")
+        check_keys(raw, ROW_KEYS, where, key_path, f"[[variants]] #{i + 1}")
         if "variant" not in raw:
             raise SuiteError(f"{where.line(key_path)}: [[variants]] #{i + 1} needs 'variant'")
         try:
@@ -157,9 +157,9 @@ def load_suite(path: str | Path) -> Suite:
                     f"{where.line([*key_path, 'profiles', name])}: unknown profile {name!r}; "
                     f"accepted: {', '.join(profiles)}"
                 )
-            _check_keys(overrides, TRAINING_KEYS, where, [*key_path, "profiles", name], f"profile {name!r} of row #{i + 1}")
+            check_keys(overrides, TRAINING_KEYS, where, [*key_path, "profiles", name], f"profile {name!r} of row #{i + 1}")
         reference = raw.get("reference", {})
-        _check_keys(reference, REFERENCE_KEYS, where, [*key_path, "reference"], f"reference of row #{i + 1}")
+        check_keys(reference, REFERENCE_KEYS, where, [*key_path, "reference"], f"reference of row #{i + 1}")
         label = raw.get("label", raw["variant"])
         if any(r.label == label for r in rows):
             raise SuiteError(f"{where.line([*key_path, 'variant'])}: duplicate row label {label!r}; give one a 'label'")
@@ -192,13 +192,13 @@ def load_suite(path: str | Path) -> Suite:
     return suite
 
 
-def _seeds(value: Any, where: _Locator, key_path: list) -> tuple[int, ...]:
+def _seeds(value: Any, where: Locator, key_path: list) -> tuple[int, ...]:
     if not (isinstance(value, list) and value and all(isinstance(s, int) and s >= 0 for s in value)):
         raise SuiteError(f"{where.line(key_path)}: seeds must be a non-empty list of integers >= 0, got {value!r}")
     return tuple(value)
 
 
-def _check_keys(table: Any, accepted: Mapping[str, type], where: _Locator, key_path: list, what: str) -> None:
+def check_keys(table: Any, accepted: Mapping[str, type], where: Locator, key_path: list, what: str) -> None:
     if not isinstance(table, dict):
         raise SuiteError(f"{where.line(key_path)}: {what} must be a table")
     for key, value in table.items():
@@ -214,7 +214,7 @@ def _check_keys(table: Any, accepted: Mapping[str, type], where: _Locator, key_p
             raise SuiteError(f"{where.line([*key_path, key])}: {key} must be a {kind.__name__}, got {value!r}")
 
 
-class _Locator:
+class Locator:
     """Finds the line of a key path in the TOML text (tomllib keeps no positions)."""
 
     def __init__(self, path: Path, text: str) -> None:

@@ -204,7 +204,7 @@ def _param(value: Any) -> str:
     return redact(str(value))[:6000]
 
 
-def log_model(result) -> None:
+def log_model(result, register_as: str | None = None) -> None:
     """Log the trained model as a ``pt2`` export that takes [0, 1] float pixels (N, C, H, W).
 
     ``pt2`` (``torch.export``) is a traced graph: loading it runs no pickled code and
@@ -229,6 +229,7 @@ def log_model(result) -> None:
         serialization_format="pt2",
         pip_requirements=PIP_REQUIREMENTS,
         metadata={"classes": list(result.classes), "input": "float32 pixels in [0, 1], NCHW"},
+        registered_model_name=register_as,
     )
 
 
@@ -323,3 +324,22 @@ def read_artifact_text(run_id: str, path: str) -> str:
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in MlflowClient().get_metric_history(run_id, key)]
+
+
+def create_run(experiment_id: str, run_name: str, tags: Mapping[str, str]) -> str:
+    """A run that outlives this process (a study's parent): opened here, closed by ``end_run``."""
+    run = MlflowClient().create_run(experiment_id, run_name=run_name, tags={**environment_tags(), **tags})
+    return run.info.run_id
+
+
+def end_run(run_id: str, status: str, error: str | None = None) -> None:
+    _end(run_id, RunStatus.from_string(status), error)
+
+
+def log_params(run_id: str, params: Mapping[str, Any]) -> None:
+    mlflow.log_params({k: _param(v) for k, v in params.items()}, run_id=run_id)
+
+
+def registered_versions(name: str) -> list[str]:
+    """Source run ids of the versions of registered model ``name``."""
+    return [v.run_id for v in MlflowClient().search_model_versions(f"name = '{name}'")]

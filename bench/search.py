@@ -1,0 +1,620 @@
+"""Hyper-parameter search with Optuna: the only module of bench that imports optuna.
+
+A study file (``studies/*_search.toml``) names a data set, a variant, a bounded search
+space over lr, width, dropout and depth, epochs per trial, n_trials, the metric, the
+sampler seed and the pruner. ``run_search`` creates or resumes the study in a storage
+that survives restarts and can be shared by several worker processes:
+
+- default: Optuna's journal file (``optuna/<study>.journal``), safe for many processes
+  on one host; a worker killed mid-trial is found by its dead PID and its trial FAILed;
+- ``postgresql://...``: Optuna's RDB storage with a heartbeat, for many machines; a
+  worker that stops beating has its trial FAILed and retried by the others.
+
+``n_trials`` counts the whole study: re-running the command resumes it. Trials are
+created under a lock (a file lock, or a PostgreSQL advisory lock) so that concurrent
+workers never overshoot it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from . import tracking
+from .config import ConfigError, TrainConfig
+from .data import DataError, DataSplits, check_dataset_name, load_dataset
+from .models import get_variant
+from .suite import TRAINING_KEYS, Locator, SuiteError, check_keys
+
+# Our own lines say what happened to each trial; Optuna's INFO lines would repeat them.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+PRUNERS = ("median", "hyperband", "none")
+METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+SPACE_KEYS = ("lr", "width", "dropout", "depth", "weight_decay")
+STUDY_KEYS = {
+    "name": str,
+    "description": str,
+    "dataset": str,
+    "variant": str,
+    "epochs": int,
+    "n_trials": int,
+    "metric": str,
+    "sampler_seed": int,
+    "pruner": str,
+    "seed": int,
+    "experiment": str,
+}
+PRUNER_KEYS = {"n_startup_trials": int, "n_warmup_steps": int, "min_resource": int, "reduction_factor": int}
+RANGE_KEYS = {"low": float, "high": float, "log": bool}
+PARENT_ATTR = "mlflow_parent_run_id"
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+DEFAULT_STORAGE_DIR = Path("optuna")
+MAX_CONSECUTIVE_FAILURES = 3  # failed trials do not count, so endless failures would loop forever
+
+
+class SearchError(SuiteError):
+    """A study file or setting that cannot work; raised before any trial runs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    log: bool
+    integer: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    name: str
+    description: str
+    dataset: str
+    variant: str
+    epochs: int
+    n_trials: int
+    metric: str
+    sampler_seed: int
+    pruner: str
+    pruner_options: Mapping[str, int]
+    seed: int
+    experiment: str
+    training: Mapping[str, Any]
+    space: Mapping[str, Range]
+    path: Path
+    text: str
+
+    @property
+    def direction(self) -> str:
+        return METRICS[self.metric]
+
+    def config(self, params: Mapping[str, Any]) -> TrainConfig:
+        """The trial's resolved config: fixed training settings plus the sampled ``params``."""
+        settings = dict(self.training)
+        knobs = dict(settings.pop("knobs", {}))
+        for name, value in params.items():
+            if name in ("lr", "weight_decay"):
+                settings[name] = value
+            else:
+                knobs[name] = value
+        config = TrainConfig(
+            variant=self.variant, dataset=self.dataset, epochs=self.epochs, seed=self.seed, knobs=knobs, **settings
+        )
+        return config.resolve()
+
+
+def load_study(path: str | Path) -> StudySpec:
+    """Parse and check a study file completely; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        doc = tomllib.loads(text)
+    except OSError as exc:
+        raise SearchError(f"{path}: cannot read study file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SearchError(f"{path}: not valid TOML: {exc}") from None
+    where = Locator(path, text)
+    check_keys(doc, {"study": dict, "training": dict, "space": dict, "pruner": dict}, where, [], "the top level")
+    head = doc.get("study")
+    if head is None:
+        raise SearchError(f"{path}:1: missing [study] table")
+    check_keys(head, STUDY_KEYS, where, ["study"], "[study]")
+    for key in ("name", "dataset", "variant", "epochs", "n_trials"):
+        if key not in head:
+            raise SearchError(f"{where.line(['study'])}: [study] needs {key!r}")
+    try:
+        check_dataset_name(head["dataset"])
+        variant = get_variant(head["variant"])
+    except (DataError, ValueError) as exc:
+        raise SearchError(f"{where.line(['study'])}: {exc}") from None
+    metric = head.get("metric", "val_acc")
+    if metric not in METRICS:
+        raise SearchError(f"{where.line(['study', 'metric'])}: metric {metric!r}; accepted: {', '.join(METRICS)}")
+    pruner = head.get("pruner", "median")
+    if pruner not in PRUNERS:
+        raise SearchError(f"{where.line(['study', 'pruner'])}: pruner {pruner!r}; accepted: {', '.join(PRUNERS)}")
+    for key in ("epochs", "n_trials"):
+        if head[key] < 1:
+            raise SearchError(f"{where.line(['study', key])}: {key} must be >= 1, got {head[key]}")
+    pruner_options = doc.get("pruner", {})
+    check_keys(pruner_options, PRUNER_KEYS, where, ["pruner"], "[pruner]")
+    training = doc.get("training", {})
+    check_keys(training, TRAINING_KEYS, where, ["training"], "[training]")
+    if "epochs" in training:
+        raise SearchError(f"{where.line(['training', 'epochs'])}: set epochs per trial in [study], not [training]")
+
+    space: dict[str, Range] = {}
+    raw_space = doc.get("space", {})
+    if not raw_space:
+        raise SearchError(f"{path}:1: a study needs a [space] table (lr, width, dropout, depth)")
+    for name, bounds in raw_space.items():
+        if name not in SPACE_KEYS:
+            raise SearchError(f"{where.line(['space', name])}: unknown parameter {name!r}; accepted: {', '.join(SPACE_KEYS)}")
+        check_keys(bounds, RANGE_KEYS, where, ["space", name], f"[space.{name}]")
+        if "low" not in bounds or "high" not in bounds:
+            raise SearchError(f"{where.line(['space', name])}: {name} needs low and high")
+        low, high, log = float(bounds["low"]), float(bounds["high"]), bool(bounds.get("log", False))
+        integer = name in ("width", "depth")
+        if name in ("width", "depth", "dropout"):
+            if name not in variant.knobs:
+                raise SearchError(
+                    f"{where.line(['space', name])}: variant {variant.name!r} has no knob {name!r}; "
+                    f"accepted knobs: {', '.join(variant.knobs) or 'none'}"
+                )
+            knob = variant.knobs[name]
+            try:  # both ends must be values the variant accepts
+                knob.check(name, int(low) if integer else low)
+                knob.check(name, int(high) if integer else min(high, math.nextafter(high, -math.inf)))
+            except ValueError as exc:
+                raise SearchError(f"{where.line(['space', name])}: {exc}") from None
+        if not low < high or (log and low <= 0) or (name == "lr" and low <= 0):
+            raise SearchError(f"{where.line(['space', name])}: need 0 < low < high for {name} (log needs low > 0)")
+        space[name] = Range(low, high, log, integer)
+
+    spec = StudySpec(
+        name=head["name"],
+        description=head.get("description", ""),
+        dataset=head["dataset"],
+        variant=head["variant"],
+        epochs=head["epochs"],
+        n_trials=head["n_trials"],
+        metric=metric,
+        sampler_seed=head.get("sampler_seed", 0),
+        pruner=pruner,
+        pruner_options=pruner_options,
+        seed=head.get("seed", 0),
+        experiment=head.get("experiment", head["name"]),
+        training=training,
+        space=space,
+        path=path,
+        text=text,
+    )
+    try:  # the space's corners must make valid configs
+        spec.config({n: (r.low if not r.integer else int(r.low)) for n, r in space.items()})
+    except ConfigError as exc:
+        raise SearchError(f"{path}: {exc}") from None
+    return spec
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+def default_storage(spec: StudySpec) -> str:
+    return str(DEFAULT_STORAGE_DIR / f"{spec.name}.journal")
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """``postgresql://``/``mysql://``/``sqlite://`` -> RDB storage with heartbeat; anything else is a journal file."""
+    if "://" in url:
+        if url.startswith("sqlite"):
+            print("bench: sqlite storage is not safe for parallel workers; prefer a journal file", file=sys.stderr)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5, and what we need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                grace_period=HEARTBEAT_GRACE_S,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
+    path = Path(url.removeprefix("journal:"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+HEARTBEAT_INTERVAL_S = 10  # a live worker's trial is touched this often
+HEARTBEAT_GRACE_S = 30  # ... and counted dead after this long without a beat
+
+
+@contextlib.contextmanager
+def trial_slot_lock(url: str) -> Iterator[None]:
+    """Serialise "count trials, then create one" across workers, so n_trials is never overshot.
+
+    A file lock for a journal on this host; a PostgreSQL advisory lock for a shared database.
+    """
+    if url.startswith("postgresql"):
+        import sqlalchemy
+
+        key = int.from_bytes(hashlib.sha256(url.encode()).digest()[:7], "big")
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        engine.dispose()
+        return
+    if "://" in url:  # other databases: no cross-process lock; n_trials may be exceeded by workers-1
+        yield
+        return
+    lock_path = Path(url.removeprefix("journal:")).with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_study(spec: StudySpec, storage_url: str) -> optuna.Study:
+    return optuna.create_study(
+        storage=make_storage(storage_url),
+        study_name=spec.name,
+        direction=spec.direction,
+        sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed),
+        pruner=make_pruner(spec),
+        load_if_exists=True,
+    )
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    options = dict(spec.pruner_options)
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=options.get("n_startup_trials", 5), n_warmup_steps=options.get("n_warmup_steps", 1)
+        )
+    if spec.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=options.get("min_resource", 1),
+            max_resource=spec.epochs,
+            reduction_factor=options.get("reduction_factor", 3),
+        )
+    return optuna.pruners.NopPruner()
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count towards n_trials: all but FAILed ones (those are retried)."""
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """RUNNING trials whose worker process on this host is gone (SIGKILL, OOM, power): FAIL them.
+
+    The journal storage has no heartbeat, so workers record host and PID on their trials.
+    Their MLflow runs are closed as FAILED too.
+    """
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        if attrs.get("host") != host or "pid" not in attrs or _alive(int(attrs["pid"])):
+            continue
+        study.tell(trial.number, state=TrialState.FAIL)
+        failed.append(trial.number)
+        if attrs.get("mlflow_run_id"):
+            tracking.end_run(attrs["mlflow_run_id"], "FAILED", f"stale: worker pid {attrs['pid']} died mid-trial")
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed, not yet reaped by its parent) is as dead as a worker gets.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+# ---------------------------------------------------------------------------- the objective
+
+
+class PruningReporter:
+    """Trainer callback: report the metric each epoch; stop the trial when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial = trial
+        self.metric = metric
+        self.epochs = 0
+
+    def on_epoch_end(self, metrics) -> None:
+        self.epochs = metrics.epoch
+        self.trial.report(getattr(metrics, self.metric), step=metrics.epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {metrics.epoch}")
+
+
+class Objective:
+    """One trial: sample the space (define-by-run), train, log a child MLflow run, return the metric."""
+
+    def __init__(self, spec: StudySpec, parent_run_id: str, data: DataSplits, progress: bool | None = False) -> None:
+        self.spec = spec
+        self.parent_run_id = parent_run_id
+        self.data = data
+        self.progress = progress
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for name, r in self.spec.space.items():
+            if r.integer:
+                params[name] = trial.suggest_int(name, int(r.low), int(r.high), log=r.log)
+            else:
+                params[name] = trial.suggest_float(name, r.low, r.high, log=r.log)
+        return params
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from .train import train
+
+        params = self.suggest(trial)
+        config = self.spec.config(params)
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        tags = {
+            tracking.TAG_KIND: "trial",
+            tracking.TAG_STUDY: self.spec.name,
+            tracking.TAG_LABEL: f"trial {trial.number}",
+            "optuna.trial_number": str(trial.number),
+        }
+        reporter = PruningReporter(trial, self.spec.metric)
+        pruned: optuna.TrialPruned | None = None
+        with tracking.tracked_run(
+            run_name=f"{self.spec.name} trial {trial.number}", tags=tags, parent_run_id=self.parent_run_id
+        ) as run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+            try:
+                result = train(config, [tracking.MlflowLogger(run_id, log_model=False), reporter], data=self.data, progress=self.progress)
+            except optuna.TrialPruned as exc:  # a normal ending: the run FINISHES, tagged PRUNED
+                pruned = exc
+            tracking.set_tags(run_id, {"optuna.state": "PRUNED" if pruned else "COMPLETE"})
+            trial.set_user_attr("epochs_trained", reporter.epochs)
+        if pruned is not None:
+            raise pruned
+        return getattr(result.final, self.spec.metric)
+
+
+# ---------------------------------------------------------------------------- running
+
+
+@dataclasses.dataclass
+class SearchOutcome:
+    study_name: str
+    parent_run_id: str
+    n_trials: int
+    states: dict[str, int]
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_trial: int | None
+    epochs_trained: int
+    best_run_id: str | None  # the retrained best model's run
+
+
+def run_search(
+    spec: StudySpec,
+    *,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    workers: int = 1,
+    threads: int | None = None,
+    experiment: str | None = None,
+    register_best: bool = True,
+    progress: bool | None = False,
+    echo: Callable[[str], None] = print,
+) -> SearchOutcome:
+    """Create or resume the study, run trials in ``workers`` processes until ``n_trials`` count, then summarise."""
+    storage = storage or default_storage(spec)
+    total = n_trials or spec.n_trials
+    study = open_study(spec, storage)
+    stale = fail_dead_local_trials(study)
+    if stale:
+        echo(f"trials {stale} were left RUNNING by a dead worker: marked FAILED (they will be retried)")
+    parent_id = _parent_run(study, spec, experiment)
+    done = counted_trials(study)
+    echo(f"study {spec.name}: {done} of {total} trials already counted; storage {tracking.redact(storage)}")
+    with tracking.tracked_run(run_id=parent_id, tags={tracking.TAG_KIND: "study", tracking.TAG_STUDY: spec.name}):
+        if workers <= 1:
+            run_worker(spec, storage, total, parent_id, threads=threads, progress=progress, echo=echo)
+        else:
+            _run_worker_processes(spec, storage, total, parent_id, workers, threads, echo)
+        study = open_study(spec, storage)
+        fail_dead_local_trials(study)
+        outcome = _summarise(study, spec, parent_id)
+        if register_best and outcome.best_trial is not None:
+            outcome.best_run_id = _retrain_best(study, spec, parent_id, echo)
+    return outcome
+
+
+def run_worker(
+    spec: StudySpec,
+    storage: str,
+    total: int,
+    parent_id: str,
+    *,
+    threads: int | None = None,
+    worker_index: int = 0,
+    progress: bool | None = False,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Claim and run trials until the study counts ``total``; safe to run in many processes at once."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    study = open_study(spec, storage)
+    if worker_index:  # same seed in every worker would make them sample the same points
+        study.sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed + worker_index)
+    data = _load(spec)
+    objective = Objective(spec, parent_id, data, progress=progress)
+    consecutive_failures = 0
+    while True:
+        fail_dead_local_trials(study)
+        with trial_slot_lock(storage):
+            if counted_trials(study) >= total:
+                return
+            study.enqueue_trial({}, user_attrs={"claimed_by": f"{socket.gethostname()}:{os.getpid()}"})
+        # optimize() pops a WAITING trial (ours, or an equivalent one) and runs it with the
+        # storage's heartbeat where it has one.
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+        mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("pid") == os.getpid()]
+        last = mine[-1] if mine else None
+        if last is None:
+            continue
+        epochs = last.user_attrs.get("epochs_trained", "?")
+        value = f" {spec.metric}={last.value:.4f} after {epochs} epoch(s)" if last.value is not None else ""
+        echo(f"[worker {worker_index}] trial {last.number}: {last.state.name}{value}")
+        consecutive_failures = consecutive_failures + 1 if last.state == TrialState.FAIL else 0
+        if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+            raise SearchError(
+                f"{consecutive_failures} trials in a row FAILED (last: trial {last.number}, "
+                f"{last.system_attrs.get('fail_reason', 'see its MLflow run')}); stopping this worker"
+            )
+
+
+def _run_worker_processes(spec, storage, total, parent_id, workers, threads, echo) -> None:
+    """K processes on this host, each with its share of the cores (spinning OpenMP threads of
+    processes that oversubscribe the cores slow each other down by orders of magnitude)."""
+    per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(per_worker), "MKL_NUM_THREADS": str(per_worker)}
+    env.pop("MLFLOW_RUN_ID", None)
+    procs = []
+    for index in range(workers):
+        cmd = [
+            sys.executable, "-m", "bench", "search", str(spec.path), "--storage", storage, "--n-trials", str(total),
+            "--threads", str(per_worker), "--worker-of", parent_id, "--worker-index", str(index),
+        ]
+        procs.append(subprocess.Popen(cmd, env=env))
+    codes = [p.wait() for p in procs]
+    for index, code in enumerate(codes):
+        if code != 0:
+            echo(f"worker {index} exited with status {code}; its unfinished trial is FAILed and retried")
+
+
+def _load(spec: StudySpec) -> DataSplits:
+    config = spec.config({})
+    return load_dataset(
+        config.dataset,
+        config.data_dir,
+        seed=config.split_seed,
+        val_fraction=config.val_fraction,
+        val_from_test=config.val_from_test,
+        max_train_samples=config.max_train_samples,
+    )
+
+
+def _parent_run(study: optuna.Study, spec: StudySpec, experiment: str | None) -> str:
+    """The study's one MLflow parent run, created once; its id lives in the study so every
+    worker on any machine nests its trials under it."""
+    existing = study.user_attrs.get(PARENT_ATTR)
+    if existing:
+        return existing
+    experiment_id = tracking.experiment_id_for(experiment, spec.experiment)
+    tags = {tracking.TAG_KIND: "study", tracking.TAG_STUDY: spec.name, tracking.TAG_DATASET: spec.dataset}
+    run_id = tracking.create_run(experiment_id, f"{spec.name} [study]", tags)
+    tracking.log_artifact_text(run_id, spec.path.name, spec.text)
+    tracking.log_params(run_id, {"direction": spec.direction, "metric": spec.metric, "pruner": spec.pruner,
+                                 "sampler": "TPESampler", "sampler_seed": spec.sampler_seed,
+                                 "epochs_per_trial": spec.epochs, "variant": spec.variant})
+    study.set_user_attr(PARENT_ATTR, run_id)
+    time.sleep(0.2)  # two first workers racing: the last write wins, the loser retires its run
+    winner = study.user_attrs.get(PARENT_ATTR, run_id)
+    if winner != run_id:
+        tracking.end_run(run_id, "KILLED", f"duplicate parent; the study uses {winner}")
+    return winner
+
+
+def _summarise(study: optuna.Study, spec: StudySpec, parent_id: str) -> SearchOutcome:
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    epochs = sum(len(t.intermediate_values) for t in trials)
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = study.best_trial if finished else None
+    outcome = SearchOutcome(
+        study_name=spec.name,
+        parent_run_id=parent_id,
+        n_trials=len(trials),
+        states=states,
+        best_value=best.value if best else None,
+        best_params=dict(best.params) if best else {},
+        best_trial=best.number if best else None,
+        epochs_trained=epochs,
+        best_run_id=None,
+    )
+    metrics = {"trials_complete": states.get("COMPLETE", 0), "trials_pruned": states.get("PRUNED", 0),
+               "trials_failed": states.get("FAIL", 0), "epochs_trained": epochs}
+    if best:
+        metrics[f"best_{spec.metric}"] = best.value
+        tracking.set_tags(parent_id, {f"best.{k}": v for k, v in best.params.items()} | {"best.trial": best.number})
+        tracking.log_artifact_text(parent_id, "best_params.json", json.dumps(
+            {"trial": best.number, spec.metric: best.value, "params": best.params,
+             "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}, indent=2))
+    if len(finished) >= 3 and len(spec.space) > 1:
+        importances = optuna.importance.get_param_importances(study)
+        tracking.log_artifact_text(parent_id, "param_importances.json", json.dumps(importances, indent=2))
+        metrics.update({f"importance.{k}": v for k, v in importances.items()})
+    tracking.log_artifact_text(parent_id, "trials.json", json.dumps([_trial_record(t) for t in trials], indent=2))
+    tracking.log_metrics(parent_id, metrics)
+    return outcome
+
+
+def _trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "params": trial.params,
+        "intermediate_values": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
+        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+    }
+
+
+def _retrain_best(study: optuna.Study, spec: StudySpec, parent_id: str, echo: Callable[[str], None]) -> str:
+    """Train the best trial's config again (trials log no models) and register it as ``<study>-best``."""
+    from .train import train
+
+    best = study.best_trial
+    config = spec.config(best.params)
+    name = f"{spec.name}-best"
+    tags = {tracking.TAG_KIND: "best", tracking.TAG_STUDY: spec.name, tracking.TAG_LABEL: f"best (trial {best.number})"}
+    with tracking.tracked_run(run_name=f"{spec.name} best = trial {best.number} (retrained)", tags=tags,
+                              parent_run_id=parent_id) as run_id:
+        result = train(config, [tracking.MlflowLogger(run_id, log_model=False)], data=_load(spec), progress=False)
+        tracking.log_model(result, register_as=name)
+        value = getattr(result.final, spec.metric)
+        tracking.set_tags(run_id, {"retrain_matches_trial": str(math.isclose(value, best.value, rel_tol=1e-9))})
+    echo(f"best trial {best.number}: {spec.metric}={best.value:.4f} with {best.params}; retrained "
+         f"({spec.metric}={value:.4f}) and registered as model {name!r}")
+    return run_id
