@@ -272,7 +272,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"--n-trials {args.n_trials} is not accepted; accepted: an integer >= 1")
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers} is not accepted; accepted: an integer >= 1")
-    storage = args.storage or None
+    storage = None if args.storage in (None, "", "default") else args.storage
     if args.worker_of:  # one of --workers K processes, started by the coordinating one
         run_worker(spec, storage, args.n_trials or spec.n_trials, args.worker_of, threads=args.threads,
                    worker_index=args.worker_index)
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="Optuna search declared in a study file (studies/*_search.toml)")
     p.add_argument("file", help="study file, e.g. studies/cifar2_search.toml")
-    p.add_argument("--n-trials", type=int, help="total trials the study should count (default: the file's); re-running resumes")
+    p.add_argument("--n-trials", type=_or_default(int), help="total trials the study should count (default: the file's); re-running resumes")
     p.add_argument("--storage", help="optuna storage: a journal file path (default optuna/<study>.journal) "
                                       "or postgresql://user:pass@host/db for many machines")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, sharing the cores (default 1)")

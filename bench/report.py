@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
+import json
 import math
 import platform
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; never a window
 
@@ -79,6 +81,8 @@ def build_report(target: str, out_dir: str | Path | None = None, *, ui_url: str 
     children = tracking.child_runs(parent_id)
     if children.empty or not (children["status"] == "FINISHED").any():
         raise ReportError(f"run {parent_id} ({name}) has no FINISHED child runs to report")
+    if tags.get(tracking.TAG_KIND) == "study":
+        return _study_report(parent, name, out, ui_url, log)
     definition_name, definition = _definition(parent_id)
     references = _references(definition)
     summary = summarize(children)
@@ -108,9 +112,13 @@ def build_report(target: str, out_dir: str | Path | None = None, *, ui_url: str 
     (out / "index.html").write_text(page, encoding="utf-8")
     files.append(out / "index.html")
     if log:
-        for f in files:
-            tracking.log_artifact_file(parent_id, f, "report")
+        _log_files(parent_id, files)
     return Report(out, files, summary, parent_id)
+
+
+def _log_files(parent_id: str, files: list[Path]) -> None:
+    for f in files:
+        tracking.log_artifact_file(parent_id, f, "report")
 
 
 # ---------------------------------------------------------------------------- data
@@ -241,6 +249,184 @@ def _curves_chart(histories: pd.DataFrame, summary: pd.DataFrame, path: Path) ->
     fig.savefig(path, dpi=CHART_DPI)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------- studies
+
+
+def _study_report(parent, name: str, out: Path, ui_url: str, log: bool) -> Report:
+    """Optimization history, parameter importances, a slice plot per parameter, trials table."""
+    parent_id = parent.info.run_id
+    artifacts = set(tracking.list_artifacts(parent_id))
+    if "trials.json" not in artifacts:
+        raise ReportError(f"study run {parent_id} has no trials.json yet: run `bench search` to the end once")
+    read = lambda name: json.loads(tracking.read_artifact_text(parent_id, name))  # noqa: E731
+    trials = pd.DataFrame(read("trials.json"))
+    importances = read("param_importances.json") if "param_importances.json" in artifacts else {}
+    best = read("best_params.json") if "best_params.json" in artifacts else {}
+    definition_name, definition = _definition(parent_id)
+    metric = parent.data.params.get("metric", "val_acc")
+    params = sorted({k for p in trials["params"] for k in p})
+
+    files = [_history_chart(trials, metric, out / "history.png"), _trial_curves_chart(trials, metric, out / "curves.png")]
+    if importances:
+        files.append(_importance_chart(importances, out / "importances.png"))
+    files.append(_slice_chart(trials, params, metric, out / "slice.png"))
+
+    table = pd.DataFrame(
+        {
+            "trial": trials["number"],
+            "state": trials["state"],
+            metric: trials["value"],
+            "epochs": [len(v) for v in trials["intermediate_values"]],
+            **{p: [t.get(p) for t in trials["params"]] for p in params},
+            "run_id": trials["mlflow_run_id"],
+        }
+    ).sort_values(metric, ascending=parent.data.params.get("direction") == "minimize", na_position="last")
+    table.to_csv(out / "summary.csv", index=False)
+    files.append(out / "summary.csv")
+    page = _study_html(name, parent, table, trials, best, importances, definition_name, definition,
+                       [f for f in files if f.suffix == ".png"], metric, ui_url.rstrip("/"))
+    (out / "index.html").write_text(page, encoding="utf-8")
+    files.append(out / "index.html")
+    if log:
+        _log_files(parent_id, files)
+    return Report(out, files, table, parent_id)
+
+
+_STATE_COLORS = {"COMPLETE": "#4c72b0", "PRUNED": "#c44e52", "FAIL": "#999999", "RUNNING": "#55a868"}
+
+
+def _history_chart(trials: pd.DataFrame, metric: str, path: Path) -> Path:
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    done = trials.dropna(subset=["value"])
+    for state, group in done.groupby("state"):
+        ax.scatter(group["number"], group["value"], label=state.lower(), color=_STATE_COLORS.get(state, "k"),
+                   marker="o" if state == "COMPLETE" else "x", zorder=3)
+    complete = done[done["state"] == "COMPLETE"].sort_values("number")
+    if not complete.empty:
+        ax.step(complete["number"], complete["value"].cummax(), where="post", color="#222", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(metric)
+    ax.set_title("Optimization history (pruned trials at their last reported epoch)")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+def _trial_curves_chart(trials: pd.DataFrame, metric: str, path: Path) -> Path:
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for _, t in trials.iterrows():
+        steps = sorted(t["intermediate_values"].items(), key=lambda kv: int(kv[0]))
+        if steps:
+            ax.plot([int(k) for k, _ in steps], [v for _, v in steps], color=_STATE_COLORS.get(t["state"], "k"),
+                    alpha=0.7, marker=".")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per epoch of every trial (blue: complete, red: pruned)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+def _importance_chart(importances: dict[str, float], path: Path) -> Path:
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(6, 0.6 * len(importances) + 1.5))
+    names = list(importances)
+    sns.barplot(x=[importances[n] for n in names], y=names, color="#4c72b0", ax=ax)
+    ax.set_xlabel("importance (fANOVA, normalised)")
+    ax.set_title("Hyper-parameter importances")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+def _slice_chart(trials: pd.DataFrame, params: list[str], metric: str, path: Path) -> Path:
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.6), squeeze=False, sharey=True)
+    done = trials.dropna(subset=["value"])
+    for ax, param in zip(axes[0], params):
+        for state, group in done.groupby("state"):
+            ax.scatter([p.get(param) for p in group["params"]], group["value"], color=_STATE_COLORS.get(state, "k"),
+                       marker="o" if state == "COMPLETE" else "x", label=state.lower())
+        if param in ("lr", "weight_decay"):
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # overlapping labels otherwise
+        ax.set_xlabel(param)
+    axes[0][0].set_ylabel(metric)
+    axes[0][-1].legend(loc="lower right", fontsize="small")
+    fig.suptitle("Slice plot: the metric against each parameter")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+def _study_html(name, parent, table, trials, best, importances, definition_name, definition, images, metric, ui_url):
+    e = html.escape
+    experiment_id = parent.info.experiment_id
+    run_url = lambda run_id: f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}"  # noqa: E731
+    columns = list(table.columns)
+    head = "".join(f"<th>{e(str(c))}</th>" for c in columns if c != "run_id") + "<th>run</th>"
+    body = []
+    for _, r in table.iterrows():
+        cells = []
+        for c in columns:
+            if c == "run_id":
+                continue
+            v = r[c]
+            cells.append(f"<td>{e(f'{v:.4g}' if isinstance(v, float) and not math.isnan(v) else ('' if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)))}</td>")
+        rid = r["run_id"]
+        link = f'<a href="{e(run_url(rid))}">{e(str(rid)[:8])}</a>' if isinstance(rid, str) else ""
+        body.append("<tr>" + "".join(cells) + f"<td>{link}</td></tr>")
+    states = trials["state"].value_counts().to_dict()
+    best_html = (
+        f"<p>Best: trial {e(str(best.get('trial')))} with {e(metric)} = {e(f'{best.get(metric, math.nan):.4f}')}; "
+        f"params <code>{e(json.dumps(best.get('params', {})))}</code>. Its model was retrained and registered as "
+        f"<code>{e(name)}-best</code>.</p>"
+        if best
+        else "<p>No trial completed yet.</p>"
+    )
+    imgs = "\n".join(_image(p, p.stem) for p in images)
+    tags = parent.data.tags
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(name)}: bench study report</title>
+<style>
+body {{ font: 15px/1.5 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }}
+img {{ max-width: 100%; height: auto; border: 1px solid #ddd; margin: .5rem 0; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+pre {{ background: #f6f6f6; padding: 1rem; overflow-x: auto; font-size: 13px; }}
+</style></head>
+<body>
+<h1>{e(name)} (Optuna study)</h1>
+<p>{len(trials)} trials: {e(', '.join(f'{n} {k.lower()}' for k, n in sorted(states.items())))}; data set
+<code>{e(tags.get(tracking.TAG_DATASET, ''))}</code>. Parent run
+<a href="{e(run_url(parent.info.run_id))}">{e(parent.info.run_id)}</a>.</p>
+{best_html}
+<h2>Charts</h2>
+{imgs}
+<h2>Importances</h2>
+<p>{e(', '.join(f'{k}: {v:.3f}' for k, v in importances.items())) or 'need at least 3 complete trials'}</p>
+<h2>Trials</h2>
+<table><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(body)}
+</tbody></table>
+<h2>Definition{': ' + e(definition_name) if definition_name else ''}</h2>
+<pre>{e(definition)}</pre>
+<h2>Environment</h2>
+<p>bench {e(__version__)} (commit {e(tags.get('bench.git_commit', 'unknown'))}), torch {e(tags.get('torch.version', '?'))},
+Python {e(tags.get('python.version', ''))}, {e(tags.get('host.platform', ''))}</p>
+</body></html>
+"""
 
 
 # ---------------------------------------------------------------------------- HTML

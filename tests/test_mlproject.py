@@ -20,7 +20,7 @@ def mlflow_cli() -> str:
 
 def test_every_entry_point_is_declared_with_typed_defaults():
     spec = yaml.safe_load((REPO / "MLproject").read_text())
-    assert {"main", "train", "suite"} <= set(spec["entry_points"])
+    assert {"main", "train", "suite", "search", "report"} <= set(spec["entry_points"])
     for name, entry in spec["entry_points"].items():
         for param, declared in entry.get("parameters", {}).items():
             assert declared["type"] in {"string", "float", "path"}, (name, param)

@@ -152,12 +152,58 @@ def test_unknown_target_is_a_clear_error(capsys):
     assert exit_.value.code == 2
 
 
+@pytest.fixture(scope="module")
+def study_report(tmp_path_factory):
+    from bench.search import load_study, open_study, run_search
+
+    root = tmp_path_factory.mktemp("study-report")
+    path = root / "report-study.toml"
+    path.write_text(STUDY)
+    spec = load_study(path)
+    run_search(spec, storage=str(root / "s.journal"), register_best=False, echo=lambda _: None)
+    return build_report("report-study", root / "out"), open_study(spec, str(root / "s.journal"))
+
+
+STUDY = """\
+[study]
+name = "report-study"
+dataset = "mnist"
+variant = "lenet"
+epochs = 2
+n_trials = 4
+pruner = "none"
+
+[training]
+max_train_samples = 300
+batch_size = 100
+
+[space]
+lr = { low = 1e-3, high = 0.3, log = true }
+width = { low = 2, high = 8 }
+"""
+
+
+def test_study_report_has_history_importances_slice_and_every_trial(study_report):
+    built, study = study_report
+    names = {p.name for p in built.files}
+    assert {"history.png", "importances.png", "slice.png", "curves.png", "summary.csv", "index.html"} <= names
+    table = pd.read_csv(built.out_dir / "summary.csv")
+    assert sorted(table["trial"]) == [0, 1, 2, 3]
+    for trial in study.get_trials():
+        row = table[table["trial"] == trial.number].iloc[0]
+        assert row["val_acc"] == pytest.approx(trial.value) and row["lr"] == pytest.approx(trial.params["lr"])
+    assert table["val_acc"].is_monotonic_decreasing  # best first
+    page = (built.out_dir / "index.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 4 and "Best: trial" in page
+
+
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def test_headless_chromium_decodes_every_image_without_console_errors(report, tmp_path):
-    built, _ = report
+@pytest.mark.parametrize("which", ["report", "study_report"])
+def test_headless_chromium_decodes_every_image_without_console_errors(which, request, tmp_path):
+    built, _ = request.getfixturevalue(which)
     browser = chromium()
     driver_path = shutil.which("chromedriver")
     if not (browser and driver_path):
@@ -185,5 +231,5 @@ def test_headless_chromium_decodes_every_image_without_console_errors(report, tm
         console = driver.get_log("browser")
     finally:
         driver.quit()
-    assert len(widths) == 2 and all(w > 0 for w in widths), widths
+    assert len(widths) == len([f for f in built.files if f.suffix == ".png"]) and all(w > 0 for w in widths), widths
     assert not [m for m in console if m["level"] in ("SEVERE", "ERROR")], console
