@@ -373,10 +373,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .data import DataError
+    from .train import NonFiniteLossError
+
     try:
         return args.func(args)
     except UsageError as exc:
         parser.exit(EXIT_USAGE, f"bench: error: {exc}\n")
+    except (DataError, NonFiniteLossError) as exc:  # expected failures: a message, not a traceback
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130

@@ -165,6 +165,11 @@ def load_dataset(
     else:
         order = torch.randperm(len(train), generator=generator)
         n_val = int(round(len(train) * val_fraction))
+        if not 0 < n_val < len(train):
+            raise DataError(
+                f"val_fraction={val_fraction} of {len(train):,} train images leaves {n_val:,} for val; "
+                "choose a fraction that leaves at least one image on each side"
+            )
         val, train = train.subset(order[:n_val]), train.subset(order[n_val:])
     if max_train_samples is not None and max_train_samples < len(train):
         train = train.subset(torch.randperm(len(train), generator=generator)[:max_train_samples])

@@ -39,7 +39,7 @@ from optuna.trial import TrialState
 
 from . import tracking
 from .config import ConfigError, TrainConfig
-from .data import DataError, DataSplits, check_dataset_name, load_dataset
+from .data import DataError, DataSplits, check_dataset_name
 from .models import get_variant
 from .suite import TRAINING_KEYS, Locator, SuiteError, check_keys
 
@@ -522,15 +522,9 @@ def _run_worker_processes(spec, storage, total, parent_id, workers, threads, ech
 
 
 def _load(spec: StudySpec) -> DataSplits:
-    config = spec.config({})
-    return load_dataset(
-        config.dataset,
-        config.data_dir,
-        seed=config.split_seed,
-        val_fraction=config.val_fraction,
-        val_from_test=config.val_from_test,
-        max_train_samples=config.max_train_samples,
-    )
+    from .train import load_data
+
+    return load_data(spec.config({}))
 
 
 def _parent_run(study: optuna.Study, spec: StudySpec, experiment: str | None) -> str:

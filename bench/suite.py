@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import tracking
 from .config import ConfigError, TrainConfig
-from .data import DataSplits, load_dataset
+from .data import DataSplits
 from .models import get_variant
 
 # Training settings a suite may set at any level (defaults, profile, row, row profile).
@@ -369,14 +369,9 @@ def _finished_pairs(parent_id: str) -> set[tuple[str, int]]:
 def _data_for(config: TrainConfig, cache: dict[tuple, DataSplits]) -> DataSplits:
     key = (config.dataset, config.data_dir, config.split_seed, config.val_fraction, config.val_from_test, config.max_train_samples)
     if key not in cache:
-        cache[key] = load_dataset(
-            config.dataset,
-            config.data_dir,
-            seed=config.split_seed,
-            val_fraction=config.val_fraction,
-            val_from_test=config.val_from_test,
-            max_train_samples=config.max_train_samples,
-        )
+        from .train import load_data
+
+        cache[key] = load_data(config)
     return cache[key]
 
 

@@ -30,7 +30,7 @@ from .data import DataSplits, Split, load_dataset
 from .models import count_parameters, get_model
 from .runtime import amp_dtype, device_name, resolve_device, seed_everything, tune_malloc
 
-__all__ = ["Callback", "EpochMetrics", "NonFiniteLossError", "RunInfo", "TrainResult", "train"]
+__all__ = ["Callback", "EpochMetrics", "NonFiniteLossError", "RunInfo", "TrainResult", "load_data", "train"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -136,14 +136,7 @@ def train(
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     if data is None:
-        data = load_dataset(
-            cfg.dataset,
-            cfg.data_dir,
-            seed=cfg.split_seed,
-            val_fraction=cfg.val_fraction,
-            val_from_test=cfg.val_from_test,
-            max_train_samples=cfg.max_train_samples,
-        )
+        data = load_data(cfg)
     seed_everything(cfg.seed)
     model = get_model(cfg.variant, data.info.shape, **cfg.knobs)
     num_parameters = count_parameters(model)
@@ -238,6 +231,18 @@ def train(
     )
     _notify(callbacks, "on_train_end", result)
     return result
+
+
+def load_data(config: TrainConfig) -> DataSplits:
+    """The splits ``config`` trains on (its data set, hold-out and subset settings)."""
+    return load_dataset(
+        config.dataset,
+        config.data_dir,
+        seed=config.split_seed,
+        val_fraction=config.val_fraction,
+        val_from_test=config.val_from_test,
+        max_train_samples=config.max_train_samples,
+    )
 
 
 @torch.inference_mode()

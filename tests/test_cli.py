@@ -71,3 +71,12 @@ def test_python_dash_m_bench_is_the_same_cli():
     result = subprocess.run([sys.executable, "-m", "bench", "train", "--lr", "-1"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "lr=-1.0 is not accepted" in result.stderr
+
+
+def test_missing_data_is_one_clear_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(bench.data, "_download", lambda info, downloads: (_ for _ in ()).throw(OSError("offline")))
+    code = main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--no-tracking"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("bench: error: data set 'fashion-mnist' not found")
+    assert "Traceback" not in err

@@ -142,3 +142,8 @@ def test_image_folder_needs_train_and_test(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(DataError, match="missing: test"):
         dataset_info(f"imagefolder:{tmp_path}")
+
+
+def test_a_val_fraction_that_leaves_no_val_images_is_refused():
+    with pytest.raises(DataError, match=r"val_fraction=1e-09 of 60,000 train images leaves 0 for val"):
+        load_dataset("mnist", val_fraction=1e-9)
