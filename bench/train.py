@@ -198,9 +198,10 @@ def train(
             bar.update()
         bar.close()
         # The epoch's one host sync: everything accumulated on the device comes back here.
-        finite = torch.isfinite(step_losses)
-        first_bad = int(torch.where(finite, steps, torch.arange(steps, device=device)).min())
-        train_loss, n_correct = torch.stack([(step_losses * step_sizes).sum() / n, correct.double()]).tolist()
+        first_bad = torch.where(torch.isfinite(step_losses), steps, torch.arange(steps, device=device)).min()
+        summary = torch.stack([(step_losses * step_sizes).sum() / n, correct.double(), first_bad.double()])
+        train_loss, n_correct, first_bad = summary.tolist()
+        first_bad = int(first_bad)
         epoch_time = time.perf_counter() - start
         if first_bad < steps:
             raise NonFiniteLossError(
