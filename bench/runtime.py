@@ -21,7 +21,7 @@ import torch
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # bytes; glibc's ceiling on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)
-_TRIM_THRESHOLD = 1024 * 1024 * 1024  # bytes of free heap top kept before giving memory back
+_TRIM_THRESHOLD = 256 * 1024 * 1024  # bytes of free heap top kept before giving memory back (caps the RSS cost)
 
 _malloc_tuned: bool | None = None
 
