@@ -34,6 +34,17 @@ from .suite import SUMMARY_METRICS, summarize  # noqa: E402
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_UI = "http://127.0.0.1:5000"
 CHART_DPI = 110
+# One stylesheet for suite and study pages, inlined so each page stays a single file.
+STYLE = """<style>
+body { font: 15px/1.5 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }
+img { max-width: 100%; height: auto; border: 1px solid #ddd; margin: .5rem 0; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+th:first-child, td:first-child, td:nth-child(2) { text-align: left; }
+pre { background: #f6f6f6; padding: 1rem; overflow-x: auto; font-size: 13px; }
+.note { background: #fff6d6; padding: .5rem 1rem; border-left: 4px solid #e0b000; }
+dt { font-weight: 600; } dd { margin: 0 0 .4rem 0; }
+</style>"""
 
 
 class ReportError(ValueError):
@@ -399,13 +410,7 @@ def _study_html(name, parent, table, trials, best, importances, definition_name,
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(name)}: bench study report</title>
-<style>
-body {{ font: 15px/1.5 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }}
-img {{ max-width: 100%; height: auto; border: 1px solid #ddd; margin: .5rem 0; }}
-table {{ border-collapse: collapse; font-size: 13px; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
-pre {{ background: #f6f6f6; padding: 1rem; overflow-x: auto; font-size: 13px; }}
-</style></head>
+{STYLE}</head>
 <body>
 <h1>{e(name)} (Optuna study)</h1>
 <p>{len(trials)} trials: {e(', '.join(f'{n} {k.lower()}' for k, n in sorted(states.items())))}; data set
@@ -491,16 +496,7 @@ def _html(*, name, parent, summary, table, finished, definition_name, definition
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(name)}: bench report</title>
-<style>
-body {{ font: 15px/1.5 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }}
-img {{ max-width: 100%; height: auto; border: 1px solid #ddd; }}
-table {{ border-collapse: collapse; font-size: 13px; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
-th:first-child, td:first-child, td:nth-child(2) {{ text-align: left; }}
-pre {{ background: #f6f6f6; padding: 1rem; overflow-x: auto; font-size: 13px; }}
-.note {{ background: #fff6d6; padding: .5rem 1rem; border-left: 4px solid #e0b000; }}
-dt {{ font-weight: 600; }} dd {{ margin: 0 0 .4rem 0; }}
-</style>
+{STYLE}
 </head>
 <body>
 <h1>{e(name)}</h1>
