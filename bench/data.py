@@ -90,6 +90,17 @@ class Split:
     def subset(self, index: torch.Tensor) -> Split:
         return Split(self.images[index], self.labels[index])
 
+    def digest(self) -> str:
+        """sha256 (16 hex digits) of the exact decoded pixels, labels and shape: two copies of a
+        data set that differ in one pixel (a JPEG re-encoding, another subset) differ here."""
+        key = id(self.images), id(self.labels)
+        if getattr(self, "_digest_key", None) != key:
+            h = hashlib.sha256(repr((tuple(self.images.shape), str(self.images.dtype))).encode())
+            h.update(self.images.contiguous().numpy().tobytes())
+            h.update(self.labels.contiguous().numpy().tobytes())
+            self._digest, self._digest_key = h.hexdigest()[:16], key
+        return self._digest
+
 
 @dataclasses.dataclass
 class DataSplits:

@@ -1,4 +1,4 @@
-"""Process-level settings the trainer applies once: device choice, seeding, allocator.
+"""Process-level facts and settings: device choice, seeding, allocator, the hardware a run used.
 
 Why the allocator: glibc returns every free of >= 128 KiB straight to the OS, and on
 these machines first touch of a fresh page costs ~60 us, so a training step whose
@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import json
 import os
+import platform
 import random
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -86,3 +91,112 @@ def device_name(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return str(device)
+
+
+# ---------------------------------------------------------------------------- hardware
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo``), e.g. ``AMD EPYC`` or ``Intel(R) Xeon(R) ...``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def cpu_isa() -> str:
+    """The widest vector/matrix extensions the CPU has: what makes one x86 machine 5-8x faster than another."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    found = [name for flag, name in (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("asimd", "NEON"))
+             if flag in flags]
+    return "+".join(found) or platform.machine()
+
+
+def total_memory_gib() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return float("nan")
+
+
+def hardware(device: torch.device) -> dict[str, str]:
+    """What the run ran on, as flat strings: CPU model and ISA, cores, torch threads, memory, GPU.
+
+    ``machine`` is one line that tells two machines apart; runs with different ``machine``
+    values have seconds per epoch that cannot be compared directly.
+    """
+    info = {
+        "cpu": cpu_model(),
+        "cpu_isa": cpu_isa(),
+        "logical_cores": str(os.cpu_count() or 0),
+        "torch_threads": str(torch.get_num_threads()),
+        "memory_gib": f"{total_memory_gib():.1f}",
+    }
+    machine = f"{info['cpu']} ({info['cpu_isa']}), {info['logical_cores']} cores, {info['memory_gib']} GiB"
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = f"{props.total_memory / 2**30:.1f}"
+        machine += f", {props.name}"
+    info["machine"] = machine
+    return info
+
+
+GEMM_SIZE = 2048  # square fp32/bf16 matmul: big enough to reach the BLAS's steady rate
+GEMM_SECONDS = 1.0  # per measurement; cached per machine, threads and torch build
+
+
+def gemm_gflops(device: torch.device, dtype: torch.dtype = torch.float32) -> float:
+    """The machine's dense GEMM rate (GFLOP/s) for ``dtype`` on ``device``, measured once and cached.
+
+    The yardstick for a run's achieved GFLOP/s: the same run reaches a different share of
+    an AVX2 and an AMX machine, and this share is what compares across machines.
+    """
+    from .data import cache_dir
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_model()} {cpu_isa()}"
+    key = f"{name}|{device.type}|{dtype}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+    path = cache_dir() / "machine" / "gemm.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return float(known[key])
+    rate = _measure_gemm(device, dtype)
+    known[key] = rate
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    return rate
+
+
+def _measure_gemm(device: torch.device, dtype: torch.dtype) -> float:
+    n = GEMM_SIZE
+    # Its own generator, so measuring never moves the global RNG a seeded run depends on.
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=torch.float32, generator=gen).to(dtype)
+    b = torch.randn(n, n, device=device, dtype=torch.float32, generator=gen).to(dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    torch.mm(a, b)
+    sync()
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < GEMM_SECONDS:
+        torch.mm(a, b)
+        reps += 1
+        sync()
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9

@@ -41,11 +41,13 @@ TRAINING_KEYS = {
     "amp": str,
     "knobs": dict,
 }
-SUITE_KEYS = {"name": str, "description": str, "dataset": str, "seeds": list, "experiment": str}
+SUITE_KEYS = {"name": str, "description": str, "dataset": str, "seeds": list, "experiment": str, "baseline": str}
 PROFILE_KEYS = {**TRAINING_KEYS, "description": str, "seeds": list}
 ROW_KEYS = {**TRAINING_KEYS, "variant": str, "label": str, "profiles": dict, "reference": dict}
-REFERENCE_KEYS = {"train_acc": float, "val_acc": float, "test_acc": float, "source": str}
-TOP_KEYS = {"suite": dict, "defaults": dict, "profiles": dict, "variants": list}
+# A row's published numbers, per source: reference.<source> = { val_acc = .., epochs = .., curve = {epoch = acc} }
+REFERENCE_KEYS = {"train_acc": float, "val_acc": float, "test_acc": float, "epochs": int, "curve": dict}
+SOURCE_KEYS = {"title": str, "url": str, "epochs": int}
+TOP_KEYS = {"suite": dict, "sources": dict, "defaults": dict, "profiles": dict, "variants": list}
 
 
 class SuiteError(ValueError):
@@ -58,7 +60,7 @@ class Row:
     variant: str
     settings: Mapping[str, Any]  # row-level training settings
     profiles: Mapping[str, Mapping[str, Any]]  # per-profile overrides of this row
-    reference: Mapping[str, Any]  # published numbers for this row, if any
+    reference: Mapping[str, Mapping[str, Any]]  # published numbers per source name, if any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +75,8 @@ class Suite:
     rows: tuple[Row, ...]
     path: Path
     text: str  # the file as written, logged with the parent run
+    baseline: str | None = None  # the row label verdicts compare against
+    sources: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # name -> title, url, epochs
 
     def plan(
         self, profile: str, seeds: Sequence[int] | None = None, overrides: Mapping[str, Any] | None = None
@@ -127,6 +131,13 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(f"{where.line(['suite', 'dataset'])}: {exc}") from None
     seeds = _seeds(head.get("seeds", [0]), where, ["suite", "seeds"])
 
+    sources = doc.get("sources", {})
+    check_keys(sources, {name: dict for name in sources}, where, ["sources"], "[sources]")
+    for name, source in sources.items():
+        check_keys(source, SOURCE_KEYS, where, ["sources", name], f"[sources.{name}]")
+        if "title" not in source:
+            raise SuiteError(f"{where.line(['sources', name])}: [sources.{name}] needs a 'title' saying where the numbers come from")
+
     defaults = doc.get("defaults", {})
     check_keys(defaults, TRAINING_KEYS, where, ["defaults"], "[defaults]")
     profiles = doc.get("profiles", {})
@@ -159,7 +170,10 @@ def load_suite(path: str | Path) -> Suite:
                 )
             check_keys(overrides, TRAINING_KEYS, where, [*key_path, "profiles", name], f"profile {name!r} of row #{i + 1}")
         reference = raw.get("reference", {})
-        check_keys(reference, REFERENCE_KEYS, where, [*key_path, "reference"], f"reference of row #{i + 1}")
+        check_keys(reference, {name: dict for name in sources}, where, [*key_path, "reference"],
+                   f"reference of row #{i + 1} (sources are declared as [sources.<name>])")
+        for source, numbers in reference.items():
+            _check_reference(numbers, sources[source], where, [*key_path, "reference", source], f"{source} of row #{i + 1}")
         label = raw.get("label", raw["variant"])
         if any(r.label == label for r in rows):
             raise SuiteError(f"{where.line([*key_path, 'variant'])}: duplicate row label {label!r}; give one a 'label'")
@@ -175,6 +189,12 @@ def load_suite(path: str | Path) -> Suite:
         settings = {k: v for k, v in raw.items() if k in TRAINING_KEYS}
         rows.append(Row(label, raw["variant"], settings, row_profiles, reference))
 
+    baseline = head.get("baseline")
+    if baseline is not None and baseline not in [r.label for r in rows]:
+        raise SuiteError(
+            f"{where.line(['suite', 'baseline'])}: baseline {baseline!r} is not a row; accepted: "
+            f"{', '.join(r.label for r in rows)}"
+        )
     suite = Suite(
         name=head["name"],
         description=head.get("description", ""),
@@ -186,10 +206,26 @@ def load_suite(path: str | Path) -> Suite:
         rows=tuple(rows),
         path=path,
         text=text,
+        baseline=baseline,
+        sources=sources,
     )
     for profile in profiles:  # every combination must resolve, so nothing fails mid-suite
         suite.plan(profile, seeds=seeds[:1])
     return suite
+
+
+def _check_reference(numbers: Any, source: Mapping[str, Any], where: Locator, key_path: list, what: str) -> None:
+    check_keys(numbers, REFERENCE_KEYS, where, key_path, f"reference {what}")
+    if not any(k in numbers for k in ("train_acc", "val_acc", "test_acc")):
+        raise SuiteError(f"{where.line(key_path)}: reference {what} gives no train_acc, val_acc or test_acc")
+    for key in ("train_acc", "val_acc", "test_acc"):
+        if key in numbers and not 0 <= numbers[key] <= 1:
+            raise SuiteError(f"{where.line([*key_path, key])}: {key} is a fraction in [0, 1], got {numbers[key]!r}")
+    if "epochs" not in numbers and "epochs" not in source:
+        raise SuiteError(f"{where.line(key_path)}: reference {what} needs 'epochs' (here or in its [sources] table)")
+    for epoch, value in numbers.get("curve", {}).items():
+        if not (epoch.isdigit() and int(epoch) >= 1 and isinstance(value, int | float) and 0 <= value <= 1):
+            raise SuiteError(f"{where.line([*key_path, 'curve'])}: curve maps epochs (>= 1) to fractions, got {epoch} = {value!r}")
 
 
 def _seeds(value: Any, where: Locator, key_path: list) -> tuple[int, ...]:

@@ -26,7 +26,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.entities import RunStatus
+from mlflow.entities import RunStatus, RunTag
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from mlflow.tracking import MlflowClient
@@ -45,6 +45,9 @@ TAG_KIND = "bench.kind"  # "run", "suite" or "study"
 TAG_SEED = "bench.seed"
 TAG_ERROR = "bench.error"
 TAG_DATA_SOURCE = "bench.data_source"
+TAG_HARDWARE = "hw"  # hw.cpu, hw.cpu_isa, hw.logical_cores, hw.torch_threads, hw.memory_gib, hw.gpu, hw.machine
+TAG_CHECKPOINT_EPOCH = "bench.checkpoint_epoch"  # epoch of the checkpoint artifact, when one was logged
+CHECKPOINT_ARTIFACT_DIR = "checkpoint"
 PARENT_TAG = "mlflow.parentRunId"
 
 MODEL_NAME = "model"
@@ -169,17 +172,28 @@ def _end(run_id: str, status: int, error: str | None = None) -> None:
 
 
 class MlflowLogger:
-    """Trainer callback: config as params, per-epoch metrics (step=epoch), test metrics, model."""
+    """Trainer callback: config as params, per-epoch metrics (step=epoch), hardware tags,
+    checkpoints as the ``checkpoint/last.pt`` artifact, test metrics and the model.
 
-    def __init__(self, run_id: str, *, log_model: bool = True) -> None:
+    A resumed run (``info.start_epoch > 0``) is the same MLflow run re-opened: its params
+    are already there, and epochs it logged before it was killed are not logged again.
+    """
+
+    def __init__(self, run_id: str, *, log_model: bool = True, log_checkpoints: bool = True) -> None:
         self.run_id = run_id
         self.log_model = log_model
+        self.log_checkpoints = log_checkpoints
         self.client = MlflowClient()
+        self.logged_through = 0  # last epoch already in the run's metric history
 
     def on_train_start(self, info) -> None:
-        params = {k: _param(v) for k, v in info.config.to_flat_dict().items()}
-        params["num_parameters"] = str(info.num_parameters)
-        mlflow.log_params(params, run_id=self.run_id)
+        if info.start_epoch == 0:
+            params = {k: _param(v) for k, v in info.config.to_flat_dict().items()}
+            params["num_parameters"] = str(info.num_parameters)
+            mlflow.log_params(params, run_id=self.run_id)
+        else:
+            history = self.client.get_metric_history(self.run_id, "val_acc")
+            self.logged_through = max((m.step for m in history), default=0)
         set_tags(
             self.run_id,
             {
@@ -188,16 +202,39 @@ class MlflowLogger:
                 TAG_SEED: str(info.config.seed),
                 TAG_DATA_SOURCE: info.data_source,
                 "device": info.device,
+                **{f"{TAG_HARDWARE}.{k}": v for k, v in info.hardware.items()},
+                "bench.flop_per_image": f"{info.flop_per_image:.6g}",
+                "bench.peak_gflops": f"{info.peak_gflops:.1f}",
             },
         )
 
     def on_epoch_end(self, metrics) -> None:
-        mlflow.log_metrics(metrics.as_dict(), step=metrics.epoch, run_id=self.run_id)
+        if metrics.epoch > self.logged_through:
+            mlflow.log_metrics(metrics.as_dict(), step=metrics.epoch, run_id=self.run_id)
+
+    def on_checkpoint(self, saved) -> None:
+        if self.log_checkpoints:  # one artifact, overwritten: another machine resumes from the latest
+            self.client.log_artifact(self.run_id, str(saved.path), CHECKPOINT_ARTIFACT_DIR)
+            self.client.set_tag(self.run_id, TAG_CHECKPOINT_EPOCH, str(saved.epoch))
 
     def on_train_end(self, result) -> None:
         mlflow.log_metrics({"test_acc": result.test_acc, "test_loss": result.test_loss}, run_id=self.run_id)
         if self.log_model:
             log_model(result)
+
+
+def download_checkpoint(run_id: str, dest: str | os.PathLike) -> Path | None:
+    """The run's latest checkpoint artifact, downloaded into ``dest``; None if it logged none."""
+    if not any(a.endswith(".pt") for a in list_artifacts(run_id, CHECKPOINT_ARTIFACT_DIR)):
+        return None
+    folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT_DIR, dst_path=str(dest))
+    path = Path(folder) / "last.pt"
+    return path if path.is_file() else None
+
+
+def run_config(run_id: str) -> dict[str, str]:
+    """The run's logged params: the complete resolved config, as strings."""
+    return dict(MlflowClient().get_run(run_id).data.params)
 
 
 def _param(value: Any) -> str:
@@ -266,9 +303,8 @@ def log_metrics(run_id: str, metrics: Mapping[str, float]) -> None:
 
 
 def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_tag(run_id, key, redact(str(value)))
+    """All of ``tags`` in one request (credentials in values masked)."""
+    MlflowClient().log_batch(run_id, tags=[RunTag(key, redact(str(value))) for key, value in tags.items()])
 
 
 def find_runs(experiment_ids: list[str] | None = None, filter_string: str = "") -> pd.DataFrame:

@@ -8,16 +8,23 @@ Speed notes, since these nets are tiny and overheads dominate:
 - the whole split lives on the device, normalised once; batches are gathered by a
   seeded random permutation into one reused buffer (no DataLoader, no per-sample work);
 - per-step loss and accuracy stay on the device; the host syncs once per epoch.
+
+Long runs survive: given a ``Checkpointer`` the trainer saves model, optimizer, RNG
+states and history at epoch ends (``on_checkpoint`` tells observers), and given a
+loaded checkpoint it continues from the epoch after it, drawing the same batches and
+dropout masks an uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -25,12 +32,22 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig
 from .data import DataSplits, Split, load_dataset
 from .models import count_parameters, get_model
-from .runtime import amp_dtype, device_name, resolve_device, seed_everything, tune_malloc
+from .runtime import amp_dtype, device_name, gemm_gflops, hardware, resolve_device, seed_everything, tune_malloc
 
-__all__ = ["Callback", "EpochMetrics", "NonFiniteLossError", "RunInfo", "TrainResult", "load_data", "train"]
+__all__ = [
+    "Callback",
+    "CheckpointSaved",
+    "EpochMetrics",
+    "NonFiniteLossError",
+    "RunInfo",
+    "TrainResult",
+    "load_data",
+    "train",
+]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -46,6 +63,8 @@ class EpochMetrics:
     val_acc: float
     epoch_time_s: float  # wall seconds of the training pass, synchronised
     images_per_s: float  # training images per second
+    train_gflops: float  # achieved: training FLOPs per image (forward + backward) x images/s / 1e9
+    gemm_fraction: float  # train_gflops / this machine's dense GEMM GFLOP/s: comparable across machines
 
     def as_dict(self) -> dict[str, float]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "epoch"}
@@ -63,6 +82,19 @@ class RunInfo:
     val_size: int
     test_size: int
     model: nn.Module
+    data: DataSplits  # the exact splits (their digests identify the data)
+    hardware: dict[str, str]  # CPU model and ISA, cores, torch threads, memory, GPU (runtime.hardware)
+    flop_per_image: float  # one training step's forward + backward FLOPs per image
+    peak_gflops: float  # the machine's dense GEMM rate in the run's compute dtype
+    start_epoch: int = 0  # epochs already done when resumed from a checkpoint; 0 for a fresh run
+
+
+@dataclasses.dataclass
+class CheckpointSaved:
+    """What ``on_checkpoint`` observers get: the file (renamed into place, complete) and its epoch."""
+
+    path: Path
+    epoch: int
 
 
 @dataclasses.dataclass
@@ -88,6 +120,7 @@ class TrainResult:
 class Callback(Protocol):
     def on_train_start(self, info: RunInfo) -> None: ...
     def on_epoch_end(self, metrics: EpochMetrics) -> None: ...
+    def on_checkpoint(self, saved: CheckpointSaved) -> None: ...
     def on_train_end(self, result: TrainResult) -> None: ...
 
 
@@ -120,11 +153,16 @@ def train(
     *,
     data: DataSplits | None = None,
     progress: bool | None = None,
+    checkpointer: ckpt.Checkpointer | None = None,
+    resume_from: str | Path | None = None,
 ) -> TrainResult:
     """Train ``config.variant`` on ``config.dataset`` and evaluate on test at the end.
 
     ``data`` lets a caller that runs many configs on one data set load it once.
     ``progress``: a tqdm bar per epoch; default only when stderr is a terminal.
+    ``checkpointer``: where and when to save epoch checkpoints (none if None).
+    ``resume_from``: a checkpoint file of this same config to continue from; one of
+    another config or data raises ``CheckpointError`` before any training.
     """
     cfg = config.resolve()
     callbacks = list(callbacks)
@@ -132,11 +170,15 @@ def train(
         device = resolve_device(cfg.device)
     except RuntimeError as exc:
         raise ConfigError(str(exc)) from None
+    resumed = ckpt.load(resume_from) if resume_from is not None else None  # unreadable: fail before loading data
     tune_malloc()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     if data is None:
         data = load_data(cfg)
+    identity = ckpt.identity(cfg, data) if (checkpointer or resumed) else {}
+    if resumed is not None:
+        ckpt.check_identity(resumed, identity, resume_from)
     seed_everything(cfg.seed)
     model = get_model(cfg.variant, data.info.shape, **cfg.knobs)
     num_parameters = count_parameters(model)
@@ -169,11 +211,24 @@ def train(
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     show_progress = sys.stderr.isatty() if progress is None else progress
 
-    info = RunInfo(cfg, num_parameters, device_name(device), data.source, n, len(y_val), len(data.test), model)
+    history: list[EpochMetrics] = []
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scaler.load_state_dict(resumed["scaler"])
+        ckpt.restore_rng(resumed["rng"], generator, device)
+        history = [EpochMetrics(**m) for m in resumed["history"]]
+    start_epoch = len(history)
+
+    flop_per_image = _training_flops_per_image(model, x_train[:2], y_train[:2], autocast, device)
+    peak = gemm_gflops(device, dtype or torch.float32)
+    info = RunInfo(
+        cfg, num_parameters, device_name(device), data.source, n, len(y_val), len(data.test), model, data,
+        hardware(device), flop_per_image, peak, start_epoch,
+    )
     _notify(callbacks, "on_train_start", info)
 
-    history: list[EpochMetrics] = []
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
         model.train()
         correct = torch.zeros((), dtype=torch.int64, device=device)
         order = torch.randperm(n, generator=generator, device=device)
@@ -209,9 +264,27 @@ def train(
                 f"(lr={cfg.lr}, optimizer={cfg.optimizer}); lower the learning rate or check the data"
             )
         val_loss, val_acc = _evaluate(model, x_val, y_val, cfg.eval_batch_size, autocast)
-        metrics = EpochMetrics(epoch, train_loss, n_correct / n, val_loss, val_acc, epoch_time, n / epoch_time)
+        gflops = flop_per_image * n / epoch_time / 1e9
+        metrics = EpochMetrics(
+            epoch, train_loss, n_correct / n, val_loss, val_acc, epoch_time, n / epoch_time, gflops, gflops / peak
+        )
         history.append(metrics)
         _notify(callbacks, "on_epoch_end", metrics)
+        if checkpointer is not None and checkpointer.due(epoch, epoch_time, final=epoch == cfg.epochs):
+            with ckpt.Stopwatch() as watch:
+                state = {
+                    "format": ckpt.FORMAT,
+                    "identity": identity,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": ckpt.rng_state(generator, device),
+                    "history": [dataclasses.asdict(m) for m in history],
+                }
+                path = checkpointer.save(state)
+                _notify(callbacks, "on_checkpoint", CheckpointSaved(path, epoch))
+            checkpointer.record_cost(watch.seconds)
 
     del x_train, y_train, x_batch  # free the training copy before the test split arrives
     x_test, y_test = _to_device(data.test, device, mean, std, layout)
@@ -232,6 +305,21 @@ def train(
     )
     _notify(callbacks, "on_train_end", result)
     return result
+
+
+def _training_flops_per_image(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast, device) -> float:
+    """Forward + backward FLOPs of one training step, per image, counted once on a copy.
+
+    The copy and a forked RNG leave the real model, its BatchNorm statistics and the
+    dropout masks of the run untouched, so counting does not change any result.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = copy.deepcopy(model).train()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with FlopCounterMode(display=False) as counter, autocast():
+            F.cross_entropy(probe(x), y).backward()
+    return counter.get_total_flops() / len(y)
 
 
 def load_data(config: TrainConfig) -> DataSplits:
