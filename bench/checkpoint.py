@@ -56,7 +56,7 @@ def identity(config, data) -> dict[str, Any]:
     return json.loads(json.dumps(flat, default=str))  # plain types only: weights_only loading
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Policy:
     """When to checkpoint: every ``every`` epochs, or ``every=None`` for the cost-bounded auto rule."""
 

@@ -77,6 +77,27 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", help="data root (default: $BENCH_DATA_DIR, then torchvision's download)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     _add_tracking_arguments(p, default_experiment="bench", optional=True)
+    _add_checkpoint_arguments(p)
+    p.add_argument("--resume", metavar="RUN_ID",
+                   help="continue run RUN_ID, which did not finish, from its latest checkpoint, in the same MLflow "
+                        "run; its logged config is used (--device, --threads and --data-dir may differ)")
+
+
+def _checkpoint_policy(text: str) -> Any:
+    from .checkpoint import Policy
+
+    try:
+        return Policy.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("checkpoints (so a killed run can --resume; kept in $BENCH_CACHE_DIR/checkpoints)")
+    g.add_argument("--checkpoint-every", type=_checkpoint_policy, default="auto", metavar="N|auto",
+                   help="save model, optimizer and RNG states every N epochs; auto (default) saves once the "
+                        "training time since the last save is 100x what that save cost, i.e. <= 1%% overhead")
+    g.add_argument("--no-checkpoint", action="store_true", help="write no checkpoints")
 
 
 def _add_tracking_arguments(p: argparse.ArgumentParser, default_experiment: str, optional: bool = False) -> None:
@@ -136,6 +157,10 @@ class ConsolePrinter:
                 f"{info.val_size:,} val / {info.test_size:,} test images, {info.device}, {c.optimizer} lr={c.lr:g}"
             )
             print(f"data: {info.data_source}")
+            print(f"hardware: {info.hardware['machine']}, {info.hardware['torch_threads']} torch threads; "
+                  f"{info.flop_per_image / 1e6:,.1f} MFLOP per training image, GEMM peak {info.peak_gflops:,.0f} GFLOP/s")
+            if info.start_epoch:
+                print(f"resumed after epoch {info.start_epoch} of {c.epochs} (from its checkpoint)")
 
     def on_epoch_end(self, m) -> None:
         if not self.quiet:
@@ -185,23 +210,67 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
+    if args.resume:
+        return _resume_train(args)
     try:
         config = config_from_args(args)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     callbacks: list[Any] = [ConsolePrinter(quiet=args.quiet)]
     progress = None if not args.quiet else False
-    if args.no_tracking:
+    if args.no_tracking:  # no run id to key checkpoints by, and nothing to resume into
         train(config, callbacks, progress=progress)
         return 0
     from . import tracking
+    from .runner import run_tracked
 
     name = f"{config.variant} {config.dataset} seed={config.seed}"
     tags = {tracking.TAG_KIND: "run", tracking.TAG_LABEL: config.variant}
     experiment_id = tracking.experiment_id_for(args.experiment, "bench")
-    with tracking.tracked_run(experiment_id=experiment_id, run_name=name, tags=tags) as run_id:
-        train(config, [*callbacks, tracking.MlflowLogger(run_id, log_model=not args.no_log_model)], progress=progress)
+    run_id, _ = run_tracked(
+        config, callbacks=callbacks, experiment_id=experiment_id, run_name=name, tags=tags, progress=progress,
+        log_model=not args.no_log_model, checkpoints=None if args.no_checkpoint else args.checkpoint_every,
+    )
     print(f"mlflow: run {run_id} (experiment {experiment_id}) in {tracking.tracking_uri()}")
+    return 0
+
+
+def _resume_train(args: argparse.Namespace) -> int:
+    """``bench train --resume RUN_ID``: the run's own logged config, continued in that run."""
+    import dataclasses
+
+    from . import tracking
+    from .checkpoint import CheckpointError
+    from .runner import run_tracked
+
+    if args.no_tracking:
+        raise UsageError("--resume continues an MLflow run; it cannot be combined with --no-tracking")
+    try:
+        run = tracking.get_run(args.resume)
+    except Exception as exc:
+        raise UsageError(f"--resume {args.resume}: no such run in {tracking.tracking_uri()} ({exc})") from None
+    if run.info.status == "FINISHED":
+        raise UsageError(f"--resume {args.resume}: the run already FINISHED; nothing to resume")
+    try:
+        config = TrainConfig.from_params(dict(run.data.params))
+        # Only where and how fast may change; "auto" (the flag's default) keeps the run's device.
+        moved = {k: getattr(args, k) for k in ("threads", "data_dir") if getattr(args, k) is not None}
+        if args.device != "auto":
+            moved["device"] = args.device
+        config = dataclasses.replace(config, **moved).resolve()
+    except ConfigError as exc:
+        raise UsageError(f"--resume {args.resume}: {exc}") from None
+    print(f"resuming run {args.resume} ({run.info.status}) from its latest checkpoint")
+    try:
+        run_tracked(
+            config, callbacks=[ConsolePrinter(quiet=args.quiet)], resume_run_id=args.resume,
+            progress=None if not args.quiet else False, log_model=not args.no_log_model,
+            checkpoints=None if args.no_checkpoint else args.checkpoint_every,
+        )
+    except CheckpointError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"mlflow: run {args.resume} resumed and FINISHED in {tracking.tracking_uri()}")
     return 0
 
 
@@ -229,9 +298,10 @@ def cmd_suite(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     overrides.update({"device": args.device, "threads": args.threads, "data_dir": args.data_dir})
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
     try:
         suite = load_suite(args.file)
-        plan = suite.plan(args.profile, args.seeds, overrides)  # every run checked before any starts
+        plan = suite.plan(args.profile, args.seeds, overrides, rows=rows)  # every run checked before any starts
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
     print(f"suite {suite.name} [{args.profile}]: {len(plan)} runs on {suite.dataset}")
@@ -245,6 +315,9 @@ def cmd_suite(args: argparse.Namespace) -> int:
             overrides=overrides,
             log_models=not args.no_log_model,
             progress=False if args.quiet else None,
+            rows=rows,
+            checkpoints=None if args.no_checkpoint else args.checkpoint_every,
+            epoch_lines=not args.quiet,
         )
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
@@ -331,17 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const=True, metavar="PARENT_RUN_ID",
                    help="re-open the latest parent run of this suite and profile (or the one given) "
                         "and skip the runs that already FINISHED")
+    p.add_argument("--rows", metavar="LABEL,...", help="run only these rows of the suite (default: all)")
     p.add_argument("--epochs", type=int, help="override every row's epochs (for a smoke test)")
     p.add_argument("--batch-size", type=int, help="override every row's batch size")
     p.add_argument("--max-train-samples", type=_or_default(int), help="train every row on a subset of this many images")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--threads", type=_or_default(int), help="torch CPU threads (default: torch's choice)")
     p.add_argument("--data-dir", help="data root (default: $BENCH_DATA_DIR, then torchvision's download)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
     p.add_argument("--report", nargs="?", const="", metavar="DIR",
                    help="write the report when the suite ends (default DIR: reports/<suite name>)")
     p.add_argument("--ui-url", default=DEFAULT_UI_URL, help=f"MLflow UI address for the report's links (default {DEFAULT_UI_URL})")
     _add_tracking_arguments(p, default_experiment="the suite's name")
+    _add_checkpoint_arguments(p)
     p.set_defaults(func=cmd_suite)
 
     p = sub.add_parser("search", help="Optuna search declared in a study file (studies/*_search.toml)")

@@ -9,6 +9,7 @@ complete, so the logged copy alone reproduces the run.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 from .data import DataError, check_dataset_name
@@ -95,9 +96,43 @@ class TrainConfig:
         if self.threads is not None and self.threads < 1:
             raise bad("threads", "an integer >= 1, or unset for torch's default")
 
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> TrainConfig:
+        """The config a run logged (``to_flat_dict`` as MLflow strings), typed again and resolved.
+
+        What ``bench train --resume RUN_ID`` continues: the logged copy alone reproduces the run.
+        """
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        knobs: dict[str, Any] = {}
+        for key, text in params.items():
+            if key.startswith("knob."):
+                knobs[key.removeprefix("knob.")] = text  # each knob coerces its own type
+            elif key in hints and key != "knobs":
+                values[key] = _parse_field(key, text, hints[key])
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in values and f.name != "knobs"]
+        if "variant" in missing or "dataset" in missing:
+            raise ConfigError(f"the run's params hold no complete bench config (missing: {', '.join(missing)})")
+        return cls(knobs=knobs, **values).resolve()
+
     def to_flat_dict(self) -> dict[str, Any]:
         """Every field, knobs flattened as ``knob.<name>``: the form tracking logs."""
         flat = dataclasses.asdict(self)
         for name, value in flat.pop("knobs").items():
             flat[f"knob.{name}"] = value
         return flat
+
+
+def _parse_field(name: str, text: str, hint: Any) -> Any:
+    if text == "None":
+        return None
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+    kind = kinds[0]
+    try:
+        if kind is bool:
+            if text not in ("True", "False"):
+                raise ValueError(text)
+            return text == "True"
+        return kind(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"logged param {name}={text!r} is not a {getattr(kind, '__name__', kind)}") from None

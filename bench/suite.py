@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import checkpoint as ckpt
 from . import tracking
 from .config import ConfigError, TrainConfig
 from .data import DataSplits
@@ -79,15 +80,27 @@ class Suite:
     sources: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # name -> title, url, epochs
 
     def plan(
-        self, profile: str, seeds: Sequence[int] | None = None, overrides: Mapping[str, Any] | None = None
+        self,
+        profile: str,
+        seeds: Sequence[int] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        rows: Sequence[str] | None = None,
     ) -> list[tuple[Row, TrainConfig]]:
-        """Every (row, resolved config) pair of ``profile`` x seeds, checked, in run order."""
+        """Every (row, resolved config) pair of ``profile`` x seeds, checked, in run order.
+
+        ``rows``: only the rows with these labels (all by default)."""
         if profile not in self.profiles:
             raise SuiteError(f"{self.path}: unknown profile {profile!r}; accepted: {', '.join(self.profiles)}")
+        labels = [r.label for r in self.rows]
+        unknown = [label for label in rows or () if label not in labels]
+        if unknown:
+            raise SuiteError(f"{self.path}: unknown row {unknown[0]!r}; accepted: {', '.join(labels)}")
         chosen = self.profiles[profile]
         seeds = tuple(seeds) if seeds is not None else tuple(chosen.get("seeds", self.seeds))
         planned = []
         for row in self.rows:
+            if rows and row.label not in rows:
+                continue
             settings: dict[str, Any] = {}
             knobs: dict[str, Any] = {}
             for layer in (self.defaults, chosen, row.settings, row.profiles.get(profile, {}), overrides or {}):
@@ -306,16 +319,22 @@ def run_suite(
     callbacks_for: Callable[[Row, TrainConfig], Iterable[Any]] | None = None,
     progress: bool | None = None,
     echo: Callable[[str], None] = print,
+    rows: Sequence[str] | None = None,
+    checkpoints: Any = ckpt.Policy(),
+    epoch_lines: bool = True,
 ) -> SuiteOutcome:
     """Train every row x seed of ``profile`` as child runs of one parent run.
 
     ``resume``: True re-opens the latest parent of this suite and profile, a string
-    re-opens that parent run id; FINISHED children are skipped. A failing child is
-    marked FAILED and the suite goes on; the parent then ends FAILED naming them.
+    re-opens that parent run id; FINISHED children are skipped, and children that were
+    interrupted (killed, Ctrl-C) continue from their latest checkpoint in the same run.
+    A failing child is marked FAILED and the suite goes on; the parent then ends FAILED
+    naming them. ``rows``: only these row labels. ``checkpoints``: a ``checkpoint.Policy``
+    or None for none. ``epoch_lines``: one line per epoch (logs are never silent for long).
     """
-    from .train import train
+    from .runner import resumable, run_tracked
 
-    plan = suite.plan(profile, seeds, overrides)
+    plan = suite.plan(profile, seeds, overrides, rows=rows)
     experiment_id = tracking.experiment_id_for(experiment, suite.experiment)
     parent_id = _find_parent(suite, profile, resume, experiment_id)
     done = _finished_pairs(parent_id) if parent_id else set()
@@ -334,20 +353,36 @@ def run_suite(
         if not done:
             tracking.log_artifact_text(parent_id, suite.path.name, suite.text)
         tracking.mark_stale_children(parent_id)
+        interrupted = _interrupted_pairs(parent_id) if done or resume else {}
         for index, (row, config) in enumerate(plan, 1):
             name = f"{row.label} seed={config.seed}"
             if (row.label, config.seed) in done:
                 skipped += 1
                 echo(f"[{index}/{len(plan)}] {name}: already FINISHED under {parent_id}, skipped")
                 continue
-            echo(f"[{index}/{len(plan)}] {name}")
             data = _data_for(config, data_cache)
             child_tags = {**tags, tracking.TAG_KIND: "run", tracking.TAG_LABEL: row.label}
             extra = list(callbacks_for(row, config)) if callbacks_for else []
+            if epoch_lines:
+                extra.append(EpochLine(name, echo))
+            resume_id = interrupted.get((row.label, config.seed))
+            if resume_id is not None and not resumable(resume_id):
+                resume_id = None
+            echo(f"[{index}/{len(plan)}] {name}" + (f": resuming run {resume_id} from its checkpoint" if resume_id else ""))
             try:
-                with tracking.tracked_run(run_name=name, tags=child_tags, parent_run_id=parent_id) as child_id:
-                    result = train(
-                        config, [tracking.MlflowLogger(child_id, log_model=log_models), *extra], data=data, progress=progress
+                try:
+                    _, result = run_tracked(
+                        config, callbacks=extra, run_name=name, tags=child_tags, parent_run_id=parent_id,
+                        resume_run_id=resume_id, data=data, progress=progress, log_model=log_models,
+                        checkpoints=checkpoints,
+                    )
+                except ckpt.CheckpointError as exc:
+                    if resume_id is None:
+                        raise
+                    echo(f"    cannot resume ({exc}); training it again as a new run")
+                    _, result = run_tracked(
+                        config, callbacks=extra, run_name=name, tags=child_tags, parent_run_id=parent_id,
+                        data=data, progress=progress, log_model=log_models, checkpoints=checkpoints,
                     )
                 ran += 1
                 seconds = sum(m.epoch_time_s for m in result.history)
@@ -392,6 +427,34 @@ def _find_parent(suite: Suite, profile: str, resume: str | bool, experiment_id: 
     if runs.empty:
         return None  # nothing to resume: start a fresh parent
     return str(runs.sort_values("start_time").iloc[-1]["run_id"])
+
+
+def _interrupted_pairs(parent_id: str) -> dict[tuple[str, int], str]:
+    """(label, seed) -> the latest child run that was interrupted (killed, Ctrl-C, process died),
+    not failed by an error of its own: those are worth continuing from a checkpoint."""
+    children = tracking.child_runs(parent_id)
+    if children.empty:
+        return {}
+    error = children.get(f"tags.{tracking.TAG_ERROR}", pd.Series("", index=children.index)).fillna("")
+    stopped = children[(children["status"] == "KILLED") | error.str.startswith(("stale", "interrupted"))]
+    pairs: dict[tuple[str, int], str] = {}
+    for _, r in stopped.sort_values("start_time").iterrows():
+        pairs[(r[f"tags.{tracking.TAG_LABEL}"], int(r[f"tags.{tracking.TAG_SEED}"]))] = r["run_id"]
+    return pairs
+
+
+class EpochLine:
+    """Trainer callback: one plain line per epoch, so a suite's log is never silent for minutes."""
+
+    def __init__(self, name: str, echo: Callable[[str], None]) -> None:
+        self.name, self.echo, self.epochs = name, echo, 0
+
+    def on_train_start(self, info) -> None:
+        self.epochs = info.config.epochs
+
+    def on_epoch_end(self, m) -> None:
+        self.echo(f"    {self.name} epoch {m.epoch}/{self.epochs}: train acc {m.train_acc:.4f}, val acc {m.val_acc:.4f}, "
+                  f"{m.epoch_time_s:.1f} s")
 
 
 def _finished_pairs(parent_id: str) -> set[tuple[str, int]]:
