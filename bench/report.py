@@ -29,7 +29,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from . import __version__, tracking  # noqa: E402
-from .suite import SUMMARY_METRICS, summarize  # noqa: E402
+from .suite import SUMMARY_METRICS, TAG_ROWS, Suite, SuiteError, parse_suite, published_columns, summarize  # noqa: E402
+from .verdicts import method_note  # noqa: E402
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_UI = "http://127.0.0.1:5000"
@@ -44,6 +45,7 @@ th:first-child, td:first-child, td:nth-child(2) { text-align: left; }
 pre { background: #f6f6f6; padding: 1rem; overflow-x: auto; font-size: 13px; }
 .note { background: #fff6d6; padding: .5rem 1rem; border-left: 4px solid #e0b000; }
 dt { font-weight: 600; } dd { margin: 0 0 .4rem 0; }
+td.verdict { font-weight: 600; } tr.missing td { color: #777; text-align: left; }
 </style>"""
 
 
@@ -95,16 +97,15 @@ def build_report(target: str, out_dir: str | Path | None = None, *, ui_url: str 
     if tags.get(tracking.TAG_KIND) == "study":
         return _study_report(parent, name, out, ui_url, log)
     definition_name, definition = _definition(parent_id)
-    references = _references(definition)
-    summary = summarize(children)
-    summary = _order_like_definition(summary, definition)
-    summary = _with_references(summary, references)
+    suite = _parse_definition(definition_name, definition)
+    summary = summarize(children, suite)
     finished = children[children["status"] == "FINISHED"]
     histories = _histories(finished)
+    missing = _rows_not_run(suite, summary, children, tags)
 
     files = [
-        _accuracy_chart(finished, summary, out / "accuracy.png"),
-        _curves_chart(histories, summary, out / "curves.png"),
+        _accuracy_chart(finished, summary, suite, out / "accuracy.png"),
+        _curves_chart(histories, summary, suite, out / "curves.png"),
     ]
     table = _table(summary)
     table.to_csv(out / "summary.csv", index=False)
@@ -119,6 +120,8 @@ def build_report(target: str, out_dir: str | Path | None = None, *, ui_url: str 
         definition=definition,
         images={"accuracy": out / "accuracy.png", "curves": out / "curves.png"},
         ui_url=ui_url.rstrip("/"),
+        suite=suite,
+        missing=missing,
     )
     (out / "index.html").write_text(page, encoding="utf-8")
     files.append(out / "index.html")
@@ -147,38 +150,35 @@ def _definition(parent_id: str) -> tuple[str, str]:
     return "", ""
 
 
-def _references(definition: str) -> dict[str, dict[str, Any]]:
-    if not definition:
-        return {}
+def _parse_definition(name: str, text: str) -> Suite | None:
+    """The suite as logged with its parent run (rows, baseline, sources); None if absent or unreadable."""
+    if not text:
+        return None
     try:
-        doc = tomllib.loads(definition)
-    except tomllib.TOMLDecodeError:
-        return {}
-    return {
-        row.get("label", row.get("variant")): row["reference"]
-        for row in doc.get("variants", [])
-        if isinstance(row, dict) and row.get("reference")
-    }
+        return parse_suite(text, name)
+    except SuiteError:  # written for another bench version: report what the runs say, without references
+        return None
 
 
-def _order_like_definition(summary: pd.DataFrame, definition: str) -> pd.DataFrame:
-    try:
-        rows = tomllib.loads(definition).get("variants", []) if definition else []
-    except tomllib.TOMLDecodeError:
-        rows = []
-    order = [r.get("label", r.get("variant")) for r in rows if isinstance(r, dict)]
-    rank = {label: i for i, label in enumerate(order)}
-    return summary.sort_values("label", key=lambda s: s.map(lambda x: rank.get(x, len(rank)))).reset_index(drop=True)
-
-
-def _with_references(summary: pd.DataFrame, references: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    summary = summary.copy()
-    for metric in SUMMARY_METRICS:
-        published = [references.get(label, {}).get(metric, math.nan) for label in summary["label"]]
-        summary[f"{metric}_published"] = published
-        summary[f"{metric}_diff"] = summary[f"{metric}_mean"] - summary[f"{metric}_published"]
-    summary["published_source"] = [references.get(label, {}).get("source", "") for label in summary["label"]]
-    return summary
+def _rows_not_run(suite: Suite | None, summary: pd.DataFrame, children: pd.DataFrame, tags: dict) -> list[tuple[str, str]]:
+    """(row, why) for each row of the suite with no FINISHED run under this parent."""
+    if suite is None:
+        return []
+    chosen = [r for r in tags.get(TAG_ROWS, "").split(",") if r]
+    out = []
+    for row in suite.rows:
+        if row.label in set(summary["label"]):
+            continue
+        runs = children[children[f"tags.{tracking.TAG_LABEL}"] == row.label] if not children.empty else children
+        if chosen and row.label not in chosen:
+            why = f"left out of this run (it ran only --rows {','.join(chosen)})"
+        elif len(runs):
+            states = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
+            why = f"no finished run ({states})"
+        else:
+            why = "not run under this parent run"
+        out.append((row.label, why + (f". Note: {row.note}" if row.note else "")))
+    return out
 
 
 def _histories(finished: pd.DataFrame) -> pd.DataFrame:
@@ -192,20 +192,24 @@ def _histories(finished: pd.DataFrame) -> pd.DataFrame:
 
 def _table(summary: pd.DataFrame) -> pd.DataFrame:
     """summary.csv: one row per variant, plain numbers a spreadsheet can read."""
-    columns = {"label": "variant_row", "variant": "variant", "n_seeds": "n_seeds"}
-    table = summary.rename(columns=columns)
-    keep = ["variant_row", "variant", "n_seeds"]
-    for metric in SUMMARY_METRICS:
-        keep += [f"{metric}_mean", f"{metric}_std", f"{metric}_published", f"{metric}_diff"]
-    keep += ["published_source", "num_parameters", "epochs", "s_per_epoch", "run_ids"]
-    return table[keep]
+    table = summary.rename(columns={"label": "variant_row"})
+    first = ["variant_row", "variant", "n_seeds", "seeds"]
+    return table[first + [c for c in table.columns if c not in first]]
 
 
 # ---------------------------------------------------------------------------- charts
 
 
-def _accuracy_chart(finished: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path:
-    """The seed's grouped bar chart: train and val accuracy per variant, mean ± std over seeds."""
+SOURCE_MARKERS = ("D", "^", "s", "v", "P")  # one per source, black, drawn on the bars
+
+
+def _accuracy_chart(finished: pd.DataFrame, summary: pd.DataFrame, suite: Suite | None, path: Path) -> Path:
+    """The seed's grouped bar chart: train and val accuracy per variant, mean ± std over seeds,
+    with each source's published value marked on its bar (and test bars where a source gives test)."""
+    pairs = published_columns(summary)
+    splits = [("train", "train_acc"), ("val", "val_acc")]
+    if any(metric == "test_acc" for _, metric in pairs):
+        splits.append(("test", "test_acc"))
     long = pd.concat(
         [
             pd.DataFrame(
@@ -215,34 +219,56 @@ def _accuracy_chart(finished: pd.DataFrame, summary: pd.DataFrame, path: Path) -
                     "accuracy": finished[f"metrics.{metric}"].astype(float),
                 }
             )
-            for split, metric in (("train", "train_acc"), ("val", "val_acc"))
+            for split, metric in splits
         ]
     )
     order = list(summary["label"])
+    hue_order = [split for split, _ in splits]
     n_seeds = sorted(set(summary["n_seeds"]))
     sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(order) + 2), 5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(order) + 2) + 2.6, 5))
     sns.barplot(
-        data=long, x="variant", y="accuracy", hue="split", order=order, hue_order=["train", "val"],
-        errorbar="sd" if max(n_seeds) > 1 else None, capsize=0.15, palette=["#4c72b0", "#dd8452"], ax=ax,
+        data=long, x="variant", y="accuracy", hue="split", order=order, hue_order=hue_order,
+        errorbar="sd" if max(n_seeds) > 1 else None, capsize=0.15, palette=["#4c72b0", "#dd8452", "#55a868"][: len(splits)],
+        ax=ax,
     )
-    low = min(0.7, math.floor((long["accuracy"].min() - 0.02) * 20) / 20)
+    lowest = long["accuracy"].min()
+    width = 0.8 / len(hue_order)  # seaborn's default dodge: hues share 0.8 of each slot
+    sources = list(dict.fromkeys(source for source, _ in pairs))
+    for k, source in enumerate(sources):
+        xs, ys = [], []
+        for source_, metric in pairs:
+            if source_ != source:
+                continue
+            hue = hue_order.index(metric.removesuffix("_acc"))
+            for i, value in enumerate(summary[f"{source}.{metric}"]):
+                if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    xs.append(i + (hue - (len(hue_order) - 1) / 2) * width)
+                    ys.append(float(value))
+        if xs:
+            epochs = suite.sources.get(source, {}).get("epochs") if suite else None
+            label = f"published: {source}" + (f" ({epochs} epochs)" if epochs else "")
+            ax.scatter(xs, ys, marker=SOURCE_MARKERS[k % len(SOURCE_MARKERS)], color="black", s=28, zorder=5,
+                       label=label)
+            lowest = min(lowest, min(ys))
+    low = min(0.7, math.floor((lowest - 0.02) * 20) / 20)
     ax.set_ylim(max(low, 0.0), 1.0)
     seeds = "/".join(map(str, n_seeds))
-    ax.set_title(f"Train and val accuracy, mean ± std over {seeds} seed(s)" if max(n_seeds) > 1 else "Train and val accuracy (1 seed)")
+    ax.set_title(f"Accuracy per variant, mean ± std over {seeds} seed(s)" if max(n_seeds) > 1 else "Accuracy per variant (1 seed)")
     ax.set_xlabel("")
     ax.tick_params(axis="x", labelrotation=30)
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")
-    ax.legend(title=None, loc="lower right")
+    ax.legend(title=None, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=CHART_DPI)
     plt.close(fig)
     return path
 
 
-def _curves_chart(histories: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path:
-    """Val accuracy and train loss per epoch, one line per variant (band: std over seeds)."""
+def _curves_chart(histories: pd.DataFrame, summary: pd.DataFrame, suite: Suite | None, path: Path) -> Path:
+    """Val accuracy and train loss per epoch, one line per variant (band: std over seeds), with
+    any published per-epoch curve dashed in the variant's colour."""
     sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     order = list(summary["label"])
@@ -255,7 +281,17 @@ def _curves_chart(histories: pd.DataFrame, summary: pd.DataFrame, path: Path) ->
         )
         ax.set_title(title)
         ax.set_ylabel(metric)
-        ax.legend_.remove() if ax is axes[0] else ax.legend(title=None, fontsize="small", loc="upper right")
+    rows = {r.label: r for r in suite.rows} if suite else {}
+    for color, label in zip(palette, order):
+        for source, numbers in (rows[label].reference.items() if label in rows else []):
+            curve = numbers.get("curve")
+            if curve:
+                metric = next((m for m in ("test_acc", "val_acc", "train_acc") if m in numbers), "accuracy")
+                epochs = sorted(int(e) for e in curve)
+                axes[0].plot(epochs, [curve[str(e)] for e in epochs], linestyle="--", marker="x", color=color,
+                             label=f"{label}: {source} ({metric.replace('_', ' ')})")
+    axes[0].legend(title=None, fontsize="small", loc="lower right")
+    axes[1].legend(title=None, fontsize="small", loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=CHART_DPI)
     plt.close(fig)
@@ -448,7 +484,13 @@ def _cell(mean: float, std: float) -> str:
     return f"{mean:.4f}" if std is None or math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
 
-def _html(*, name, parent, summary, table, finished, definition_name, definition, images, ui_url) -> str:
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return format(value, spec)
+
+
+def _html(*, name, parent, summary, table, finished, definition_name, definition, images, ui_url, suite, missing) -> str:
     e = html.escape
     experiment_id = parent.info.experiment_id
     run_url = lambda run_id: f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}"  # noqa: E731
@@ -456,29 +498,61 @@ def _html(*, name, parent, summary, table, finished, definition_name, definition
     first_child = finished.iloc[0]
     sources = sorted(set(finished[f"tags.{tracking.TAG_DATA_SOURCE}"].dropna()))
     jpeg = any("JPEG" in s for s in sources)
+    pairs = published_columns(summary)
 
+    source_heads = "".join(f"<th>{e(src)}<br>{e(metric.replace('_', ' '))} (ours −)</th>" for src, metric in pairs)
     rows = []
     for _, r in summary.iterrows():
-        published = " / ".join(
-            f"{m.split('_')[0]} {r[f'{m}_published']:.3f} ({r[f'{m}_diff']:+.3f})"
-            for m in SUMMARY_METRICS
-            if not math.isnan(r[f"{m}_published"])
-        )
         links = " ".join(f'<a href="{e(run_url(rid))}">{e(rid[:8])}</a>' for rid in str(r["run_ids"]).split())
+        if r["verdict"] == "baseline" or math.isnan(r["baseline_diff"]):
+            versus = ""
+        else:
+            ci = f" [{r['baseline_ci_low']:+.4f}, {r['baseline_ci_high']:+.4f}]" if not math.isnan(r["baseline_ci_low"]) else ""
+            versus = f"{r['baseline_diff']:+.4f}{ci}"
+        cells = []
+        for src, metric in pairs:
+            value, diff, ok = r[f"{src}.{metric}"], r[f"{src}.{metric}_diff"], r[f"{src}.{metric}_within_2pt"]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                cells.append("<td></td>")
+            elif diff is None or math.isnan(diff):
+                cells.append(f"<td>{value:.3f} (other epochs)</td>")
+            else:
+                cells.append(f"<td>{value:.3f} ({diff:+.3f}, {'within' if ok else 'beyond'} 2 pt)</td>")
         rows.append(
             "<tr>"
             + f"<td>{e(str(r['label']))}</td><td>{e(str(r['variant']))}</td><td>{int(r['n_seeds'])}</td>"
             + "".join(f"<td>{e(_cell(r[f'{m}_mean'], r[f'{m}_std']))}</td>" for m in SUMMARY_METRICS)
+            + f"<td>{e(versus)}</td><td class=verdict>{e(str(r['verdict']))}</td>"
+            + "".join(cells)
             + f"<td>{int(r['num_parameters']):,}</td><td>{int(r['epochs'])}</td><td>{r['s_per_epoch']:.2f}</td>"
-            + f"<td>{e(published)}{' — ' + e(str(r['published_source'])) if published else ''}</td><td>{links}</td>"
-            + "</tr>"
+            + f"<td>{e(_fmt(r['train_gflops'], '.1f'))}</td><td>{e(_fmt(r['gemm_fraction'] * 100, '.1f'))}</td>"
+            + f"<td>{links}</td></tr>"
         )
+    width = 14 + len(pairs)
+    for label, why in missing:
+        rows.append(f"<tr class=missing><td>{e(label)}</td><td colspan={width - 1}>not run: {e(why)}</td></tr>")
+    source_notes = "".join(
+        f"<li><code>{e(n)}</code>: {e(str(meta.get('title', '')))}"
+        + (f" (after {e(str(meta['epochs']))} epochs)" if meta.get("epochs") else "")
+        + (f" — <a href=\"{e(str(meta['url']))}\">{e(str(meta['url']))}</a>" if meta.get("url") else "") + "</li>"
+        for n, meta in (suite.sources.items() if suite else [])
+    )
+    baseline = suite.baseline if suite else None
+    n_compared = int(summary["baseline_p_holm"].notna().sum())
+    machines = sorted({m for ms in summary["machines"] for m in ms.split("; ")})
+    hardware_note = (
+        f"<p class=note><strong>Hardware:</strong> these runs came from {len(machines)} different machines, so "
+        "their seconds per epoch are not comparable; GFLOP/s as a share of each machine's GEMM rate is.</p>"
+        if len(machines) > 1
+        else ""
+    )
     env = {
         "bench": f"{__version__} (commit {tags.get('bench.git_commit', 'unknown')})",
         "torch": f"{tags.get('torch.version', '?')} (CUDA {tags.get('torch.cuda', 'None')})",
         "python": tags.get("python.version", platform.python_version()),
         "platform": tags.get("host.platform", ""),
         "device": first_child.get("tags.device", ""),
+        "machines": " | ".join(machines),
         "data": "; ".join(sources),
         "tracking store": tracking.redact(tracking.tracking_uri()),
     }
@@ -510,15 +584,22 @@ Parent run <a href="{e(run_url(parent.info.run_id))}">{e(parent.info.run_id)}</a
 <h2>Learning curves</h2>
 {_image(images['curves'], 'val accuracy and train loss per epoch')}
 <h2>Summary</h2>
+{hardware_note}
 <table>
 <thead><tr><th>row</th><th>variant</th><th>seeds</th><th>train acc</th><th>val acc</th><th>test acc</th>
-<th>parameters</th><th>epochs</th><th>s/epoch</th><th>published (ours − published)</th><th>runs</th></tr></thead>
+<th>val acc vs {e(baseline or 'baseline')}<br>diff [95 % CI]</th><th>verdict</th>{source_heads}
+<th>parameters</th><th>epochs</th><th>s/epoch</th><th>GFLOP/s</th><th>% of GEMM</th><th>runs</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody>
 </table>
-<p>Accuracies are the final epoch's, mean ± sample std over seeds. Run links open the MLflow UI at
-<code>{e(ui_url)}</code> (start it with <code>mlflow ui</code> on the same store).</p>
+<p>Accuracies are the final epoch's, mean ± sample std over seeds. {e(method_note(n_compared)) if baseline else 'This suite declares no baseline, so there are no verdicts.'}
+Published values are the sources' own figures; "ours −" is our mean minus theirs, given only where our
+runs trained for as many epochs as the source's figure. GFLOP/s: training FLOPs per image
+(forward + backward, counted once with <code>torch.utils.flop_counter</code>) times images per second;
+% of GEMM: that against the machine's dense GEMM rate, measured once per machine.
+Run links open the MLflow UI at <code>{e(ui_url)}</code> (start it with <code>mlflow ui</code> on the same store).</p>
+{('<h2>Sources</h2><ul>' + source_notes + '</ul>') if source_notes else ''}
 <h2>Definition{': ' + e(definition_name) if definition_name else ''}</h2>
 <pre>{e(definition) if definition else '(no definition file was logged with this run)'}</pre>
 <h2>Environment</h2>

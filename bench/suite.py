@@ -44,11 +44,14 @@ TRAINING_KEYS = {
 }
 SUITE_KEYS = {"name": str, "description": str, "dataset": str, "seeds": list, "experiment": str, "baseline": str}
 PROFILE_KEYS = {**TRAINING_KEYS, "description": str, "seeds": list}
-ROW_KEYS = {**TRAINING_KEYS, "variant": str, "label": str, "profiles": dict, "reference": dict}
+ROW_KEYS = {**TRAINING_KEYS, "variant": str, "label": str, "profiles": dict, "reference": dict, "note": str}
 # A row's published numbers, per source: reference.<source> = { val_acc = .., epochs = .., curve = {epoch = acc} }
 REFERENCE_KEYS = {"train_acc": float, "val_acc": float, "test_acc": float, "epochs": int, "curve": dict}
 SOURCE_KEYS = {"title": str, "url": str, "epochs": int}
 TOP_KEYS = {"suite": dict, "sources": dict, "defaults": dict, "profiles": dict, "variants": list}
+
+
+TAG_ROWS = "bench.rows"  # set when a suite ran only some of its rows (--rows)
 
 
 class SuiteError(ValueError):
@@ -62,6 +65,7 @@ class Row:
     settings: Mapping[str, Any]  # row-level training settings
     profiles: Mapping[str, Mapping[str, Any]]  # per-profile overrides of this row
     reference: Mapping[str, Mapping[str, Any]]  # published numbers per source name, if any
+    note: str = ""  # shown in reports, e.g. why a costly row may be left out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +126,12 @@ def load_suite(path: str | Path) -> Suite:
         text = path.read_text()
     except OSError as exc:
         raise SuiteError(f"{path}: cannot read suite file: {exc.strerror}") from None
+    return parse_suite(text, path)
+
+
+def parse_suite(text: str, path: str | Path) -> Suite:
+    """A suite from its text (e.g. the copy logged with a parent run); ``path`` names it in errors."""
+    path = Path(path)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -200,7 +210,7 @@ def load_suite(path: str | Path) -> Suite:
                     f"{sorted(unknown)[0]!r}; accepted knobs: {', '.join(variant.knobs) or 'none'}"
                 )
         settings = {k: v for k, v in raw.items() if k in TRAINING_KEYS}
-        rows.append(Row(label, raw["variant"], settings, row_profiles, reference))
+        rows.append(Row(label, raw["variant"], settings, row_profiles, reference, raw.get("note", "")))
 
     baseline = head.get("baseline")
     if baseline is not None and baseline not in [r.label for r in rows]:
@@ -350,8 +360,10 @@ def run_suite(
     with tracking.tracked_run(
         experiment_id=experiment_id, run_name=f"{suite.name} [{profile}]", tags=tags, run_id=parent_id
     ) as parent_id:
-        if not done:
-            tracking.log_artifact_text(parent_id, suite.path.name, suite.text)
+        # Logged again on resume: the report reads references and notes from this copy.
+        tracking.log_artifact_text(parent_id, suite.path.name, suite.text)
+        if rows:
+            tracking.set_tags(parent_id, {TAG_ROWS: ",".join(rows)})
         tracking.mark_stale_children(parent_id)
         interrupted = _interrupted_pairs(parent_id) if done or resume else {}
         for index, (row, config) in enumerate(plan, 1):
@@ -475,19 +487,30 @@ def _data_for(config: TrainConfig, cache: dict[tuple, DataSplits]) -> DataSplits
 
 
 SUMMARY_METRICS = ("train_acc", "val_acc", "test_acc")
+VERDICT_COLUMNS = ["baseline_diff", "baseline_ci_low", "baseline_ci_high", "baseline_p_holm", "verdict"]
 
 
 def summarize(children: pd.DataFrame, suite: Suite | None = None) -> pd.DataFrame:
-    """One row per suite row: accuracy mean and std over FINISHED seeds, size and speed."""
+    """One row per suite row: accuracy mean and std over FINISHED seeds, size and speed, the
+    machines it ran on, the verdict against the suite's baseline and the sources' numbers.
+
+    Source columns are ``<source>.<metric>``, ``<source>.<metric>_diff`` (ours - published,
+    empty where our epochs differ from the source's) and ``<source>.<metric>_within_2pt``.
+    """
+    from .verdicts import against_baseline, against_source
+
     columns = ["label", "variant", "n_seeds", "seeds"]
     for metric in SUMMARY_METRICS:
         columns += [f"{metric}_mean", f"{metric}_std"]
-    columns += ["num_parameters", "epochs", "s_per_epoch", "run_ids"]
+    columns += ["num_parameters", "epochs", "s_per_epoch", "train_gflops", "gemm_fraction", "machines", "run_ids"]
+    columns += VERDICT_COLUMNS
     if children.empty or "status" not in children:
         return pd.DataFrame(columns=columns)
     finished = children[children["status"] == "FINISHED"]
     order = [r.label for r in suite.rows] if suite else sorted(finished[f"tags.{tracking.TAG_LABEL}"].unique())
+    machine_tag = f"tags.{tracking.TAG_HARDWARE}.machine"
     records = []
+    values: dict[str, list[float]] = {}
     for label in order:
         runs = finished[finished[f"tags.{tracking.TAG_LABEL}"] == label]
         if runs.empty:
@@ -499,19 +522,57 @@ def summarize(children: pd.DataFrame, suite: Suite | None = None) -> pd.DataFram
             "seeds": " ".join(sorted(runs[f"tags.{tracking.TAG_SEED}"].tolist(), key=int)),
         }
         for metric in SUMMARY_METRICS:
-            values = runs[f"metrics.{metric}"].astype(float)
-            record[f"{metric}_mean"] = values.mean()
-            record[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+            metric_values = runs[f"metrics.{metric}"].astype(float)
+            record[f"{metric}_mean"] = metric_values.mean()
+            record[f"{metric}_std"] = metric_values.std(ddof=1) if len(metric_values) > 1 else math.nan
+        values[label] = runs["metrics.val_acc"].astype(float).tolist()
         record["num_parameters"] = int(runs["params.num_parameters"].iloc[0])
         record["epochs"] = int(runs["params.epochs"].iloc[0])
         record["s_per_epoch"] = runs["metrics.epoch_time_s"].astype(float).mean()
+        for metric in ("train_gflops", "gemm_fraction"):  # absent from runs logged before bench measured them
+            column = f"metrics.{metric}"
+            record[metric] = runs[column].astype(float).mean() if column in runs else math.nan
+        machines = runs[machine_tag].dropna().unique().tolist() if machine_tag in runs else []
+        record["machines"] = "; ".join(sorted(machines)) or "not recorded"
         record["run_ids"] = " ".join(runs["run_id"])
         records.append(record)
-    return pd.DataFrame(records, columns=columns)
+    summary = pd.DataFrame(records, columns=columns)
+    if summary.empty:
+        return summary
+    verdicts = against_baseline(values, suite.baseline if suite else None).set_index("label")
+    for column, source_column in zip(VERDICT_COLUMNS, ["diff", "ci_low", "ci_high", "p_holm", "verdict"]):
+        summary[column] = summary["label"].map(verdicts[source_column])
+    if suite and suite.sources:
+        by_label = {r.label: r for r in suite.rows}
+        for source, meta in suite.sources.items():
+            found = [
+                against_source({m: rec[f"{m}_mean"] for m in SUMMARY_METRICS}, rec["epochs"],
+                               by_label[rec["label"]].reference.get(source, {}), meta.get("epochs"))
+                if source in by_label[rec["label"]].reference else {}
+                for rec in records
+            ]
+            for metric in SUMMARY_METRICS:
+                if any(metric in f for f in found):
+                    for suffix in ("", "_diff", "_within_2pt"):
+                        summary[f"{source}.{metric}{suffix}"] = [f.get(f"{metric}{suffix}") for f in found]
+    return summary
+
+
+def published_columns(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (source, metric) pairs the summary has published numbers for, in column order."""
+    pairs = []
+    for column in summary.columns:
+        if "." in column and not column.endswith(("_diff", "_within_2pt")):
+            source, metric = column.rsplit(".", 1)
+            pairs.append((source, metric))
+    return pairs
 
 
 def format_summary(summary: pd.DataFrame) -> str:
-    """The summary as a fixed-width text table with mean ± std cells."""
+    """The summary as fixed-width text: accuracies (mean ± std), then each row's verdict
+    against the baseline and its difference from each source."""
+    from .verdicts import method_note
+
     if summary.empty:
         return "(no finished runs)"
 
@@ -526,6 +587,33 @@ def format_summary(summary: pd.DataFrame) -> str:
             "params": summary["num_parameters"].map("{:,}".format),
             "epochs": summary["epochs"],
             "s/epoch": summary["s_per_epoch"].map("{:.2f}".format),
+            "GFLOP/s": summary["train_gflops"].map("{:.1f}".format),
         }
     )
-    return table.to_string(index=False)
+    lines = [table.to_string(index=False), ""]
+    verdict_table = pd.DataFrame({"row": summary["label"], "val acc vs baseline": [
+        "" if v == "baseline" or math.isnan(d) else f"{d:+.4f}" + (f" [{lo:+.4f}, {hi:+.4f}]" if not math.isnan(lo) else "")
+        for d, lo, hi, v in zip(summary["baseline_diff"], summary["baseline_ci_low"], summary["baseline_ci_high"],
+                                summary["verdict"])
+    ], "verdict": summary["verdict"]})
+    for source, metric in published_columns(summary):
+        texts = []
+        for value, diff, ok in zip(summary[f"{source}.{metric}"], summary[f"{source}.{metric}_diff"],
+                                   summary[f"{source}.{metric}_within_2pt"]):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                texts.append("")
+            elif diff is None or math.isnan(diff):
+                texts.append(f"{value:.4f} (other epochs)")
+            else:
+                texts.append(f"{value:.4f} {diff:+.4f} {'ok' if ok else 'off'}")
+        verdict_table[f"{source} {metric.removesuffix('_acc')}"] = texts
+    lines.append(verdict_table.to_string(index=False))
+    n_compared = int(summary["baseline_p_holm"].notna().sum())
+    lines.append(method_note(n_compared))
+    if published_columns(summary):
+        lines.append("Sources: published value, ours minus it, 'ok' when within 2 points; "
+                     "'other epochs' when our runs trained for a different number of epochs than the source.")
+    machines = sorted({m for ms in summary["machines"] for m in ms.split("; ")})
+    if len(machines) > 1:
+        lines.append(f"Runs came from {len(machines)} machines ({' | '.join(machines)}): seconds per epoch do not compare.")
+    return "\n".join(lines)

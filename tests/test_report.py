@@ -21,6 +21,11 @@ SUITE = f"""\
 name = "report-test"
 dataset = "mnist"
 seeds = [0, 1]
+baseline = "softmax"
+
+[sources.made-up]
+title = "made-up numbers for the test"
+epochs = 2
 
 [defaults]
 max_train_samples = 300
@@ -31,7 +36,11 @@ epochs = 2
 
 [[variants]]
 variant = "softmax"
-reference = {{ val_acc = 0.80, source = "made-up number for the test" }}
+reference.made-up = {{ val_acc = 0.80, train_acc = 0.95 }}
+
+[[variants]]
+variant = "mlp"
+note = "too slow for the test"
 
 [[variants]]
 variant = "lenet"
@@ -45,7 +54,8 @@ def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     path = root / "report-test.toml"
     path.write_text(SUITE)
-    outcome = run_suite(load_suite(path), "quick", log_models=False, progress=False, echo=lambda _: None)
+    outcome = run_suite(load_suite(path), "quick", log_models=False, progress=False, echo=lambda _: None,
+                        rows=["softmax", EVIL])
     return build_report("report-test", root / "out"), outcome
 
 
@@ -81,7 +91,7 @@ def test_writes_every_file(report):
     assert {p.name for p in built.files} == {"accuracy.png", "curves.png", "summary.csv", "index.html"}
 
 
-@pytest.mark.parametrize("name, inches", [("accuracy.png", (6, 5)), ("curves.png", (13, 4.8))])
+@pytest.mark.parametrize("name, inches", [("accuracy.png", (8.6, 5)), ("curves.png", (13, 4.8))])
 def test_png_files_open_with_the_expected_size(report, name, inches):
     built, _ = report
     with Image.open(built.out_dir / name) as image:
@@ -95,9 +105,11 @@ def test_html_table_has_one_row_per_variant_with_the_runs_metrics(report):
     built, outcome = report
     parser = TableRows()
     parser.feed((built.out_dir / "index.html").read_text())
-    assert [row[0] for row in parser.rows] == ["softmax", EVIL]
+    assert [row[0] for row in parser.rows] == ["softmax", EVIL, "mlp"]
+    assert parser.rows[2][1].startswith("not run: left out of this run (it ran only --rows")
+    assert "too slow for the test" in parser.rows[2][1]
     children = tracking.child_runs(outcome.parent_run_id)
-    for row in parser.rows:
+    for row in parser.rows[:2]:
         runs = children[children["tags.bench.label"] == row[0]]
         for column, metric in ((3, "train_acc"), (4, "val_acc"), (5, "test_acc")):
             values = runs[f"metrics.{metric}"]
@@ -114,9 +126,11 @@ def test_summary_csv_matches_the_runs_and_the_published_number(report):
     row = table.iloc[0]
     assert row["val_acc_mean"] == pytest.approx(softmax.mean())
     assert row["val_acc_std"] == pytest.approx(softmax.std())
-    assert row["val_acc_published"] == 0.80
-    assert row["val_acc_diff"] == pytest.approx(softmax.mean() - 0.80)
-    assert math.isnan(table.iloc[1]["val_acc_published"])
+    assert row["made-up.val_acc"] == 0.80
+    assert row["made-up.val_acc_diff"] == pytest.approx(softmax.mean() - 0.80)
+    assert bool(row["made-up.val_acc_within_2pt"]) == (abs(softmax.mean() - 0.80) <= 0.02)
+    assert math.isnan(table.iloc[1]["made-up.val_acc"])
+    assert row["verdict"] == "baseline"
     assert row["num_parameters"] == 7850 and row["epochs"] == 2 and row["n_seeds"] == 2
 
 
@@ -135,6 +149,43 @@ def test_page_is_self_contained_and_links_the_runs(report):
     assert f"/runs/{outcome.parent_run_id}" in page
     assert "[suite]" in page  # the definition is shown
     assert "torch" in page and "Environment" in page
+
+
+def test_verdict_against_the_baseline_is_welch_and_holm_over_the_runs(report):
+    from scipy import stats
+
+    built, outcome = report
+    table = pd.read_csv(built.out_dir / "summary.csv")
+    children = tracking.child_runs(outcome.parent_run_id)
+    val = {label: children[children["tags.bench.label"] == label]["metrics.val_acc"].astype(float).tolist()
+           for label in ("softmax", EVIL)}
+    lenet = table.iloc[1]
+    expected = stats.ttest_ind(val[EVIL], val["softmax"], equal_var=False)
+    interval = expected.confidence_interval(0.95)
+    assert lenet["baseline_diff"] == pytest.approx(sum(val[EVIL]) / 2 - sum(val["softmax"]) / 2)
+    assert (lenet["baseline_ci_low"], lenet["baseline_ci_high"]) == pytest.approx((interval.low, interval.high))
+    assert lenet["baseline_p_holm"] == pytest.approx(expected.pvalue)  # one comparison: Holm changes nothing
+    assert lenet["verdict"] in ("better", "worse", "no evidence at 2 seeds")
+    page = (built.out_dir / "index.html").read_text()
+    assert "Holm-corrected" in page and lenet["verdict"] in page
+
+
+def test_report_says_when_runs_came_from_different_machines(report, tmp_path):
+    built, outcome = report
+    assert "different machines" not in (built.out_dir / "index.html").read_text()
+    children = tracking.child_runs(outcome.parent_run_id)
+    one = children["run_id"].iloc[0]
+    real = children["tags.hw.machine"].iloc[0]
+    assert real and "cores" in real  # every run carries its hardware tags
+    for key in ("hw.cpu", "hw.logical_cores", "hw.torch_threads", "hw.memory_gib"):
+        assert children[f"tags.{key}"].notna().all(), key
+    tracking.set_tags(one, {"hw.machine": "Some Other CPU (AVX-512), 64 cores, 512.0 GiB"})
+    try:
+        again = build_report(outcome.parent_run_id, tmp_path / "mixed", log=False)
+        page = (again.out_dir / "index.html").read_text()
+        assert "came from 2 different machines" in page and "Some Other CPU" in page
+    finally:
+        tracking.set_tags(one, {"hw.machine": real})
 
 
 def test_report_is_logged_on_the_parent_run(report):
