@@ -372,7 +372,8 @@ def _write_report(target: str, out: str | None, ui_url: str, log: bool = True) -
     from .report import build_report
 
     report = build_report(target, out, ui_url=ui_url, log=log)
-    print(f"report: {report.out_dir / 'index.html'} ({len(report.summary)} rows; also logged to run {report.parent_run_id})")
+    logged = f"; also logged to run {report.parent_run_id}" if log else ""
+    print(f"report: {report.out_dir / 'index.html'} ({len(report.summary)} rows{logged})")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -433,10 +433,20 @@ def _study_html(name, parent, table, trials, best, importances, definition_name,
         link = f'<a href="{e(run_url(rid))}">{e(str(rid)[:8])}</a>' if isinstance(rid, str) else ""
         body.append("<tr>" + "".join(cells) + f"<td>{link}</td></tr>")
     states = trials["state"].value_counts().to_dict()
+    registered = tracking.registered_model(f"{name}-best", set(tracking.child_runs(parent.info.run_id)["run_id"]))
+    if registered:
+        aliases = ", ".join(f"@{a}" for a in registered["aliases"])
+        model_url = f"{ui_url}/#/models/{registered['name']}/versions/{registered['version']}"
+        model_html = (
+            f"Its model was retrained (run <a href=\"{e(run_url(registered['run_id']))}\">{e(registered['run_id'][:8])}</a>) "
+            f"and is registered as <a href=\"{e(model_url)}\"><code>{e(registered['name'])}</code> version "
+            f"{e(str(registered['version']))}</a>{' (alias ' + e(aliases) + ')' if aliases else ''}."
+        )
+    else:
+        model_html = "No model of this study is in the Model Registry (it ran with <code>--no-register</code>, or the retrain did not finish)."
     best_html = (
         f"<p>Best: trial {e(str(best.get('trial')))} with {e(metric)} = {e(f'{best.get(metric, math.nan):.4f}')}; "
-        f"params <code>{e(json.dumps(best.get('params', {})))}</code>. Its model was retrained and registered as "
-        f"<code>{e(name)}-best</code>.</p>"
+        f"params <code>{e(json.dumps(best.get('params', {})))}</code>. {model_html}</p>"
         if best
         else "<p>No trial completed yet.</p>"
     )

@@ -610,5 +610,5 @@ def _retrain_best(study: optuna.Study, spec: StudySpec, parent_id: str, echo: Ca
         value = getattr(result.final, spec.metric)
         tracking.set_tags(run_id, {"retrain_matches_trial": str(math.isclose(value, best.value, rel_tol=1e-9))})
     echo(f"best trial {best.number}: {spec.metric}={best.value:.4f} with {best.params}; retrained "
-         f"({spec.metric}={value:.4f}) and registered as model {name!r}")
+         f"({spec.metric}={value:.4f}) and registered as model {name!r} (alias @{tracking.CHAMPION_ALIAS})")
     return run_id

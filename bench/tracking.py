@@ -48,6 +48,7 @@ TAG_DATA_SOURCE = "bench.data_source"
 TAG_HARDWARE = "hw"  # hw.cpu, hw.cpu_isa, hw.logical_cores, hw.torch_threads, hw.memory_gib, hw.gpu, hw.machine
 TAG_CHECKPOINT_EPOCH = "bench.checkpoint_epoch"  # epoch of the checkpoint artifact, when one was logged
 CHECKPOINT_ARTIFACT_DIR = "checkpoint"
+CHAMPION_ALIAS = "champion"  # registry alias of a study's best model
 PARENT_TAG = "mlflow.parentRunId"
 
 MODEL_NAME = "model"
@@ -258,7 +259,7 @@ def log_model(result, register_as: str | None = None) -> None:
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_classes))]),
     )
-    mlflow.pytorch.log_model(
+    info = mlflow.pytorch.log_model(
         model,
         name=MODEL_NAME,
         input_example=example,
@@ -268,6 +269,9 @@ def log_model(result, register_as: str | None = None) -> None:
         metadata={"classes": list(result.classes), "input": "float32 pixels in [0, 1], NCHW"},
         registered_model_name=register_as,
     )
+    if register_as and info.registered_model_version is not None:
+        # The alias moves to the newest best: `models:/<name>@champion` always loads it.
+        MlflowClient().set_registered_model_alias(register_as, CHAMPION_ALIAS, str(info.registered_model_version))
 
 
 def load_model(run_id: str) -> torch.nn.Module:
@@ -374,6 +378,22 @@ def end_run(run_id: str, status: str, error: str | None = None) -> None:
 
 def log_params(run_id: str, params: Mapping[str, Any]) -> None:
     mlflow.log_params({k: _param(v) for k, v in params.items()}, run_id=run_id)
+
+
+def registered_model(name: str, run_ids: set[str]) -> dict[str, Any] | None:
+    """The newest version of registered model ``name`` logged by one of ``run_ids``, as
+    {name, version, aliases, run_id}; None if the registry holds none (e.g. --no-register)."""
+    try:
+        versions = MlflowClient().search_model_versions(f"name = '{name}'")
+    except Exception:  # no such model
+        return None
+    mine = [v for v in versions if v.run_id in run_ids]
+    if not mine:
+        return None
+    newest = max(mine, key=lambda v: int(v.version))
+    # search_model_versions leaves aliases empty on some stores; the version itself has them
+    aliases = MlflowClient().get_model_version(name, newest.version).aliases
+    return {"name": name, "version": newest.version, "aliases": list(aliases or []), "run_id": newest.run_id}
 
 
 def registered_versions(name: str) -> list[str]:

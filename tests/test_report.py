@@ -246,6 +246,8 @@ def test_study_report_has_history_importances_slice_and_every_trial(study_report
     assert table["val_acc"].is_monotonic_decreasing  # best first
     page = (built.out_dir / "index.html").read_text()
     assert page.count('src="data:image/png;base64,') == 4 and "Best: trial" in page
+    # register_best=False: the page says so, read from the registry, instead of claiming a model
+    assert "No model of this study is in the Model Registry" in page and "registered as" not in page
 
 
 def chromium() -> str | None:

@@ -134,6 +134,9 @@ def test_only_the_best_trial_has_a_model_and_it_is_registered(finished_study):
     assert all(tracking.logged_models(run_id) == [] for run_id in trial_runs)
     assert tracking.logged_models(outcome.best_run_id) == [tracking.MODEL_NAME]
     assert tracking.registered_versions("search-basic-best") == [outcome.best_run_id]
+    registered = tracking.registered_model("search-basic-best", {outcome.best_run_id})
+    assert registered["aliases"] == ["champion"]
+    assert tracking.load_model(outcome.best_run_id) is not None
     best = MlflowClient().get_run(outcome.best_run_id)
     assert best.data.tags["retrain_matches_trial"] == "True"  # same config and seed, same numbers
 
