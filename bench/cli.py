@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -109,6 +110,8 @@ def _add_tracking_arguments(p: argparse.ArgumentParser, default_experiment: str,
     if optional:
         g.add_argument("--no-tracking", action="store_true", help="do not log to MLflow at all")
     g.add_argument("--no-log-model", action="store_true", help="log params and metrics but not the trained model")
+    g.add_argument("--no-system-metrics", action="store_true",
+                   help="no MLflow system metrics (CPU, memory, disk, GPU sampled every 2 s into each run)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -452,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .data import DataError
     from .train import NonFiniteLossError
 
+    if getattr(args, "no_system_metrics", False):  # an environment variable, so worker processes inherit it
+        os.environ["BENCH_SYSTEM_METRICS"] = "0"
     try:
         return args.func(args)
     except UsageError as exc:

@@ -18,6 +18,7 @@ import platform
 import re
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.entities import RunStatus, RunTag
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.entities import DatasetInput, InputTag, RunStatus, RunTag
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from mlflow.tracking import MlflowClient
@@ -49,6 +51,11 @@ TAG_HARDWARE = "hw"  # hw.cpu, hw.cpu_isa, hw.logical_cores, hw.torch_threads, h
 TAG_CHECKPOINT_EPOCH = "bench.checkpoint_epoch"  # epoch of the checkpoint artifact, when one was logged
 CHECKPOINT_ARTIFACT_DIR = "checkpoint"
 CHAMPION_ALIAS = "champion"  # registry alias of a study's best model
+# MLflow's own system-metrics monitor (CPU, memory, disk, network; GPU with nvidia-ml-py):
+# every run gets one unless BENCH_SYSTEM_METRICS=0 (--no-system-metrics). Sampled every
+# 2 s and logged at once, so a one-minute run still draws a curve.
+SYSTEM_METRICS_ENV = "BENCH_SYSTEM_METRICS"
+SYSTEM_METRICS_INTERVAL_S = 2
 PARENT_TAG = "mlflow.parentRunId"
 
 MODEL_NAME = "model"
@@ -141,12 +148,17 @@ def tracked_run(
     all_tags = {**environment_tags(), **(tags or {})}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
+    system_metrics = system_metrics_enabled()
+    if system_metrics:
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+        mlflow.set_system_metrics_samples_before_logging(1)
     run = mlflow.start_run(
         run_id=run_id,
         experiment_id=None if run_id else experiment_id,
         run_name=None if run_id else run_name,
         tags=all_tags,
         nested=mlflow.active_run() is not None,
+        log_system_metrics=system_metrics,
     )
     run_id = run.info.run_id
     try:
@@ -158,6 +170,10 @@ def tracked_run(
         _end(run_id, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     _end(run_id, RunStatus.FINISHED)
+
+
+def system_metrics_enabled() -> bool:
+    return os.environ.get(SYSTEM_METRICS_ENV, "1") != "0"
 
 
 def _end(run_id: str, status: int, error: str | None = None) -> None:
@@ -192,6 +208,7 @@ class MlflowLogger:
             params = {k: _param(v) for k, v in info.config.to_flat_dict().items()}
             params["num_parameters"] = str(info.num_parameters)
             mlflow.log_params(params, run_id=self.run_id)
+            log_datasets(self.run_id, info.config.dataset, info.data)
         else:
             history = self.client.get_metric_history(self.run_id, "val_acc")
             self.logged_through = max((m.step for m in history), default=0)
@@ -222,6 +239,30 @@ class MlflowLogger:
         mlflow.log_metrics({"test_acc": result.test_acc, "test_loss": result.test_loss}, run_id=self.run_id)
         if self.log_model:
             log_model(result)
+
+
+def log_datasets(run_id: str, name: str, data) -> None:
+    """The run's train, val and test splits as MLflow dataset inputs (the UI's Datasets column).
+
+    The digest is bench's own hash of the exact decoded split (``Split.digest``), so runs on
+    two copies of a data set (the JPEG re-encoded CIFAR, a subset) show different digests
+    and runs can be filtered by it; the source is the folder the files were read from.
+    """
+    location = redact(data.source.split(" (", 1)[0])
+    uri = location if "://" in location else Path(location).expanduser().resolve().as_uri()
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local source
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(uri)
+    inputs = []
+    for split_name, context, split in (
+        ("train", "training", data.train), ("val", "validation", data.val), ("test", "test", data.test)
+    ):
+        dataset = mlflow.data.from_numpy(
+            split.images.numpy(), source=source, targets=split.labels.numpy(), name=f"{name}/{split_name}",
+            digest=split.digest(),
+        )
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
+    MlflowClient().log_inputs(run_id, datasets=inputs)
 
 
 def download_checkpoint(run_id: str, dest: str | os.PathLike) -> Path | None:

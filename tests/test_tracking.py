@@ -49,6 +49,68 @@ def test_one_metric_value_per_epoch_matching_the_trainer(logged):
     assert metrics["test_loss"] == pytest.approx(result.test_loss)
 
 
+def test_hardware_tags_and_achieved_gflops(logged):
+    run_id, result = logged
+    run = MlflowClient().get_run(run_id)
+    tags, metrics = run.data.tags, run.data.metrics
+    for key in ("hw.cpu", "hw.cpu_isa", "hw.logical_cores", "hw.torch_threads", "hw.memory_gib", "hw.machine"):
+        assert tags[key], key
+    assert int(tags["hw.logical_cores"]) >= 1 and float(tags["hw.memory_gib"]) > 0
+    flop = float(tags["bench.flop_per_image"])
+    assert flop > 1e6  # net: ~1.6 MFLOP forward per 32x32 image, ~3x that with backward
+    last = result.history[-1]
+    assert metrics["train_gflops"] == pytest.approx(flop * last.images_per_s / 1e9, rel=1e-4)
+    assert metrics["gemm_fraction"] == pytest.approx(metrics["train_gflops"] / float(tags["bench.peak_gflops"]), rel=1e-2)
+    assert 0 < metrics["gemm_fraction"] < 1.5
+
+
+def test_train_val_and_test_splits_are_logged_as_datasets_with_their_digests(logged):
+    run_id, result = logged
+    inputs = MlflowClient().get_run(run_id).inputs.dataset_inputs
+    by_context = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in inputs}
+    assert set(by_context) == {"training", "validation", "test"}
+    assert by_context["training"].name == "cifar2/train"
+    from bench.train import load_data
+
+    data = load_data(result.config)
+    assert by_context["training"].digest == data.train.digest()
+    assert by_context["validation"].digest == data.val.digest()
+    assert by_context["test"].digest == data.test.digest()
+    assert "CIFAR-10-images" in by_context["training"].source
+    # A different subset is different data, and its runs can be told apart by digest.
+    other = load_data(TrainConfig(**{**result.config.__dict__, "max_train_samples": 255}))
+    assert other.train.digest() != data.train.digest() and other.test.digest() == data.test.digest()
+    found = mlflow.search_runs(search_all_experiments=True,
+                               filter_string=f"dataset.digest = '{data.train.digest()}'")
+    assert run_id in set(found["run_id"])
+
+
+def test_system_metrics_are_sampled_into_the_run():
+    import time
+
+    class Slow:  # the monitor samples every 2 s: give it a few samples
+        def on_epoch_end(self, metrics):
+            time.sleep(1.6)
+
+    experiment_id = tracking.experiment_id_for("tests", "tests")
+    with tracking.tracked_run(experiment_id=experiment_id, run_name="sysmetrics") as run_id:
+        train(tiny(epochs=3), [Slow(), tracking.MlflowLogger(run_id, log_model=False)], progress=False)
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    system = {k for k in metrics if k.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system, system
+    assert len(MlflowClient().get_metric_history(run_id, "system/cpu_utilization_percentage")) >= 2
+
+
+def test_no_system_metrics_turns_the_monitor_off(monkeypatch):
+    monkeypatch.setenv(tracking.SYSTEM_METRICS_ENV, "0")
+    experiment_id = tracking.experiment_id_for("tests", "tests")
+    with tracking.tracked_run(experiment_id=experiment_id, run_name="quiet") as run_id:
+        import time
+
+        time.sleep(2.5)
+    assert not [k for k in MlflowClient().get_run(run_id).data.metrics if k.startswith("system/")]
+
+
 def test_tags_name_variant_data_and_environment(logged):
     run_id, _ = logged
     tags = MlflowClient().get_run(run_id).data.tags
