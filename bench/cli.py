@@ -228,7 +228,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .runner import run_tracked
 
     name = f"{config.variant} {config.dataset} seed={config.seed}"
-    tags = {tracking.TAG_KIND: "run", tracking.TAG_LABEL: config.variant}
+    from .suite import describe_variant
+
+    tags = {tracking.TAG_KIND: "run", tracking.TAG_LABEL: config.variant, tracking.TAG_NOTE: describe_variant(config.variant)}
     experiment_id = tracking.experiment_id_for(args.experiment, "bench")
     run_id, _ = run_tracked(
         config, callbacks=callbacks, experiment_id=experiment_id, run_name=name, tags=tags, progress=progress,
@@ -371,6 +373,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .search import SearchError, load_study, serve_dashboard
+
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not accepted; accepted: 1 to 65535")
+    try:
+        spec = load_study(args.file)
+        serve_dashboard(spec, None if args.storage in (None, "", "default") else args.storage, host=args.host,
+                        port=args.port)
+    except SearchError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def _write_report(target: str, out: str | None, ui_url: str, log: bool = True) -> None:
     from .report import build_report
 
@@ -438,6 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     _add_tracking_arguments(p, default_experiment="the study's name")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("dashboard", help="open optuna-dashboard on a study's storage (pip install -e '.[dashboard]')")
+    p.add_argument("file", help="study file, e.g. studies/cifar2_search.toml")
+    p.add_argument("--storage", help="the study's storage (default optuna/<study>.journal, as bench search uses)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("report", help="write the HTML + PNG report of a suite or study from MLflow")
     p.add_argument("target", help="suite or study name (its latest parent run) or a parent run id")

@@ -41,7 +41,7 @@ from . import tracking
 from .config import ConfigError, TrainConfig
 from .data import DataError, DataSplits, check_dataset_name
 from .models import get_variant
-from .suite import TRAINING_KEYS, Locator, SuiteError, check_keys
+from .suite import TRAINING_KEYS, EpochLine, Locator, SuiteError, check_keys, describe_variant
 
 # Our own lines say what happened to each trial; Optuna's INFO lines would repeat them.
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -360,11 +360,13 @@ class PruningReporter:
 class Objective:
     """One trial: sample the space (define-by-run), train, log a child MLflow run, return the metric."""
 
-    def __init__(self, spec: StudySpec, parent_run_id: str, data: DataSplits, progress: bool | None = False) -> None:
+    def __init__(self, spec: StudySpec, parent_run_id: str, data: DataSplits, progress: bool | None = False,
+                 echo: Callable[[str], None] | None = None) -> None:
         self.spec = spec
         self.parent_run_id = parent_run_id
         self.data = data
         self.progress = progress
+        self.echo = echo  # one line per epoch when set, so a log is never silent for a whole trial
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         params: dict[str, Any] = {}
@@ -387,6 +389,8 @@ class Objective:
             tracking.TAG_STUDY: self.spec.name,
             tracking.TAG_LABEL: f"trial {trial.number}",
             "optuna.trial_number": str(trial.number),
+            tracking.TAG_NOTE: f"Optuna trial {trial.number} of study {self.spec.name} ({self.spec.description}); "
+                               f"params {params}. {describe_variant(self.spec.variant)}",
         }
         reporter = PruningReporter(trial, self.spec.metric)
         pruned: optuna.TrialPruned | None = None
@@ -395,7 +399,9 @@ class Objective:
         ) as run_id:
             trial.set_user_attr("mlflow_run_id", run_id)
             try:
-                result = train(config, [tracking.MlflowLogger(run_id, log_model=False), reporter], data=self.data, progress=self.progress)
+                lines = [EpochLine(f"trial {trial.number}", self.echo)] if self.echo else []
+                result = train(config, [*lines, tracking.MlflowLogger(run_id, log_model=False), reporter], data=self.data,
+                               progress=self.progress)
             except optuna.TrialPruned as exc:  # a normal ending: the run FINISHES, tagged PRUNED
                 pruned = exc
             tracking.set_tags(run_id, {"optuna.state": "PRUNED" if pruned else "COMPLETE"})
@@ -441,6 +447,7 @@ def run_search(
     if stale:
         echo(f"trials {stale} were left RUNNING by a dead worker: marked FAILED (they will be retried)")
     parent_id = _parent_run(study, spec, experiment)
+    tracking.adopt_launcher(parent_id, f"{spec.name} [study]")
     done = counted_trials(study)
     echo(f"study {spec.name}: {done} of {total} trials already counted; storage {tracking.redact(storage)}")
     with tracking.tracked_run(run_id=parent_id, tags={tracking.TAG_KIND: "study", tracking.TAG_STUDY: spec.name}):
@@ -476,7 +483,7 @@ def run_worker(
     if worker_index:  # same seed in every worker would make them sample the same points
         study.sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed + worker_index)
     data = _load(spec)
-    objective = Objective(spec, parent_id, data, progress=progress)
+    objective = Objective(spec, parent_id, data, progress=progress, echo=echo if progress is not False else None)
     consecutive_failures = 0
     while True:
         fail_dead_local_trials(study)
@@ -534,7 +541,9 @@ def _parent_run(study: optuna.Study, spec: StudySpec, experiment: str | None) ->
     if existing:
         return existing
     experiment_id = tracking.experiment_id_for(experiment, spec.experiment)
-    tags = {tracking.TAG_KIND: "study", tracking.TAG_STUDY: spec.name, tracking.TAG_DATASET: spec.dataset}
+    tags = {tracking.TAG_KIND: "study", tracking.TAG_STUDY: spec.name, tracking.TAG_DATASET: spec.dataset,
+            tracking.TAG_NOTE: f"Optuna study {spec.name}: {spec.description} ({spec.n_trials} trials of "
+                               f"{spec.epochs} epochs, {spec.pruner} pruning, metric {spec.metric})."}
     run_id = tracking.create_run(experiment_id, f"{spec.name} [study]", tags)
     tracking.log_artifact_text(run_id, spec.path.name, spec.text)
     tracking.log_params(run_id, {"direction": spec.direction, "metric": spec.metric, "pruner": spec.pruner,
@@ -612,3 +621,25 @@ def _retrain_best(study: optuna.Study, spec: StudySpec, parent_id: str, echo: Ca
     echo(f"best trial {best.number}: {spec.metric}={best.value:.4f} with {best.params}; retrained "
          f"({spec.metric}={value:.4f}) and registered as model {name!r} (alias @{tracking.CHAMPION_ALIAS})")
     return run_id
+
+
+# ---------------------------------------------------------------------------- dashboard
+
+
+def serve_dashboard(
+    spec: StudySpec, storage: str | None = None, *, host: str = "127.0.0.1", port: int = 8080,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Serve optuna-dashboard on the study's own storage (journal file or database) until Ctrl-C."""
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise SearchError("optuna-dashboard is not installed: pip install -e '.[dashboard]'") from None
+    url = storage or default_storage(spec)
+    if "://" not in url and not Path(url.removeprefix("journal:")).is_file():
+        raise SearchError(f"no study storage at {url}: run `bench search {spec.path}` first, or pass --storage")
+    backend = make_storage(url)
+    if spec.name not in {s.study_name for s in optuna.get_all_study_summaries(backend)}:
+        raise SearchError(f"storage {tracking.redact(url)} holds no study named {spec.name!r}")
+    echo(f"optuna-dashboard for study {spec.name} ({tracking.redact(url)}): http://{host}:{port}/dashboard/ (Ctrl-C stops it)")
+    optuna_dashboard.run_server(backend, host=host, port=port)

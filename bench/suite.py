@@ -354,11 +354,13 @@ def run_suite(
         tracking.TAG_PROFILE: profile,
         tracking.TAG_DATASET: suite.dataset,
     }
+    profile_note = suite.profiles[profile].get("description", "")
+    parent_tags = {**tags, tracking.TAG_NOTE: f"{suite.description} Profile {profile}: {profile_note}".strip()}
     data_cache: dict[tuple, DataSplits] = {}
     ran = skipped = 0
     failed: list[str] = []
     with tracking.tracked_run(
-        experiment_id=experiment_id, run_name=f"{suite.name} [{profile}]", tags=tags, run_id=parent_id
+        experiment_id=experiment_id, run_name=f"{suite.name} [{profile}]", tags=parent_tags, run_id=parent_id
     ) as parent_id:
         # Logged again on resume: the report reads references and notes from this copy.
         tracking.log_artifact_text(parent_id, suite.path.name, suite.text)
@@ -373,7 +375,8 @@ def run_suite(
                 echo(f"[{index}/{len(plan)}] {name}: already FINISHED under {parent_id}, skipped")
                 continue
             data = _data_for(config, data_cache)
-            child_tags = {**tags, tracking.TAG_KIND: "run", tracking.TAG_LABEL: row.label}
+            child_tags = {**tags, tracking.TAG_KIND: "run", tracking.TAG_LABEL: row.label,
+                          tracking.TAG_NOTE: f"{describe_variant(row.variant)} Suite {suite.name}: {suite.description}"}
             extra = list(callbacks_for(row, config)) if callbacks_for else []
             if epoch_lines:
                 extra.append(EpochLine(name, echo))
@@ -439,6 +442,12 @@ def _find_parent(suite: Suite, profile: str, resume: str | bool, experiment_id: 
     if runs.empty:
         return None  # nothing to resume: start a fresh parent
     return str(runs.sort_values("start_time").iloc[-1]["run_id"])
+
+
+def describe_variant(name: str) -> str:
+    """One sentence for a run's description: what the variant is and where it comes from."""
+    variant = get_variant(name)
+    return f"{name}: {variant.description} (from {variant.origin})."
 
 
 def _interrupted_pairs(parent_id: str) -> dict[tuple[str, int], str]:

@@ -102,25 +102,41 @@ def environment_tags() -> dict[str, str]:
 
 
 def experiment_id_for(explicit: str | None, default: str) -> str:
-    """The experiment to log to: an explicit name, else MLflow's environment, else ``default``.
+    """The experiment to log to: an explicit name, else one the user chose through MLflow's
+    environment (``mlflow run --experiment-name``, ``MLFLOW_EXPERIMENT_NAME``), else ``default``.
 
-    ``mlflow run`` sets ``MLFLOW_EXPERIMENT_ID``; honouring it keeps a suite's children in
-    the same experiment as the parent run that ``mlflow run`` created.
+    ``mlflow run`` always sets ``MLFLOW_EXPERIMENT_ID``; when it names MLflow's ``Default``
+    experiment (id 0) the user chose nothing, so the suite's or study's own name wins and
+    its runs do not disappear into ``Default``.
     """
     if explicit:
         return _set_experiment(explicit)
-    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    chosen = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if chosen and chosen != DEFAULT_EXPERIMENT_ID:
+        return chosen
     return _set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or default)
+
+
+DEFAULT_EXPERIMENT_ID = "0"
+TAG_NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
+TAG_RUN_NAME = "mlflow.runName"
 
 
 def _set_experiment(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        return mlflow.create_experiment(name)
+        return mlflow.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     if experiment.lifecycle_stage == "deleted":
         MlflowClient().restore_experiment(experiment.experiment_id)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
+
+
+# MLflow 3 tells GenAI experiments from model-training ones by this tag; say which ours are
+# (the UI's landing page still follows its own GenAI / Model training switch).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 @contextlib.contextmanager
@@ -141,8 +157,13 @@ def tracked_run(
     ``MLFLOW_RUN_ID``) a new top-level run becomes a child of that run, so our complete,
     resolved parameters never clash with the entry point's raw ones.
     """
+    launcher = None  # the run `mlflow run` made for its entry point, when it lives elsewhere
     if run_id is None and parent_run_id is None and os.environ.get("MLFLOW_RUN_ID"):
-        parent_run_id = os.environ.pop("MLFLOW_RUN_ID")
+        outer = os.environ.pop("MLFLOW_RUN_ID")
+        if experiment_id is None or MlflowClient().get_run(outer).info.experiment_id == experiment_id:
+            parent_run_id = outer
+        else:
+            launcher = outer
     if parent_run_id:
         experiment_id = MlflowClient().get_run(parent_run_id).info.experiment_id
     all_tags = {**environment_tags(), **(tags or {})}
@@ -161,6 +182,8 @@ def tracked_run(
         log_system_metrics=system_metrics,
     )
     run_id = run.info.run_id
+    if launcher:
+        _point_launcher_at(launcher, run_id, experiment_id, run_name or run_id)
     try:
         yield run_id
     except KeyboardInterrupt:
@@ -170,6 +193,25 @@ def tracked_run(
         _end(run_id, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     _end(run_id, RunStatus.FINISHED)
+
+
+def adopt_launcher(run_id: str, name: str) -> None:
+    """Under `mlflow run`, describe its run as the launcher of ``run_id`` (a run opened by id)."""
+    launcher = os.environ.pop("MLFLOW_RUN_ID", None)
+    if launcher and launcher != run_id:
+        _point_launcher_at(launcher, run_id, MlflowClient().get_run(run_id).info.experiment_id, name)
+
+
+def _point_launcher_at(launcher: str, run_id: str, experiment_id: str, name: str) -> None:
+    """Name and describe `mlflow run`'s own run so a user who finds it finds ours."""
+    experiment = MlflowClient().get_experiment(experiment_id).name
+    set_tags(launcher, {
+        TAG_RUN_NAME: f"mlflow run: {name}",
+        TAG_NOTE: f"Started by `mlflow run`. bench logged its runs in experiment '{experiment}': run '{name}' "
+                  f"({run_id}) and its children.",
+        "bench.run": run_id,
+    })
+    set_tags(run_id, {"bench.launched_by": launcher})
 
 
 def system_metrics_enabled() -> bool:

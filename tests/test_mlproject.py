@@ -47,3 +47,31 @@ def test_train_entry_point_end_to_end(tracking_store, tmp_path):
     outer = MlflowClient().get_run(run.data.tags[tracking.PARENT_TAG])  # the run `mlflow run` made
     assert outer.data.params["variant"] == "lenet" and outer.info.status == "FINISHED"
     assert tracking.logged_models(run.info.run_id) == [tracking.MODEL_NAME]
+
+
+def test_main_style_suite_lands_in_the_suites_experiment_with_readable_names(tracking_store, tmp_path):
+    """`mlflow run .` without --experiment-name: the suite's runs go to the suite's experiment,
+    not MLflow's Default, and `mlflow run`'s own run is named and described to point at them."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_store, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(key, None)
+    result = subprocess.run(
+        [mlflow_cli(), "run", str(REPO), "--env-manager", "local", "-e", "suite",
+         "-P", f"file={REPO / 'studies' / 'mnist_seeds.toml'}", "-P", "max_train_samples=300"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("mnist-seeds")
+    parents = tracking.find_runs([experiment.experiment_id], "tags.`bench.kind` = 'suite'")
+    assert len(parents) == 1
+    parent = client.get_run(parents.iloc[0]["run_id"])
+    assert parent.info.run_name == "mnist-seeds [quick]"
+    assert "softmax regression" in parent.data.tags["mlflow.note.content"]
+    children = tracking.child_runs(parent.info.run_id)
+    assert len(children) == 4 and set(children["status"]) == {"FINISHED"}
+    lenet = children[children["tags.bench.label"] == "lenet"].iloc[0]
+    assert "pytorch/examples" in lenet["tags.mlflow.note.content"] and "Suite mnist-seeds" in lenet["tags.mlflow.note.content"]
+    launcher = client.get_run(parent.data.tags["bench.launched_by"])
+    assert launcher.info.experiment_id == "0" and launcher.info.run_name == "mlflow run: mnist-seeds [quick]"
+    assert parent.info.run_id in launcher.data.tags["mlflow.note.content"]

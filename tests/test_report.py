@@ -1,8 +1,6 @@
 """Reports built from real runs logged in the session's temporary store."""
 
 import math
-import os
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -250,39 +248,11 @@ def test_study_report_has_history_importances_slice_and_every_trial(study_report
     assert "No model of this study is in the Model Registry" in page and "registered as" not in page
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
 @pytest.mark.parametrize("which", ["report", "study_report"])
-def test_headless_chromium_decodes_every_image_without_console_errors(which, request, tmp_path):
+def test_headless_chromium_decodes_every_image_without_console_errors(which, request, browser):
     built, _ = request.getfixturevalue(which)
-    browser = chromium()
-    driver_path = shutil.which("chromedriver")
-    if not (browser and driver_path):
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium and chromium-driver (see .ci/run)")
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
-        driver.get((built.out_dir / "index.html").resolve().as_uri())
-        widths = driver.execute_script(
-            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)"
-        )
-        console = driver.get_log("browser")
-    finally:
-        driver.quit()
+    browser.get((built.out_dir / "index.html").resolve().as_uri())
+    widths = browser.execute_script("return Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1)")
+    console = browser.get_log("browser")
     assert len(widths) == len([f for f in built.files if f.suffix == ".png"]) and all(w > 0 for w in widths), widths
     assert not [m for m in console if m["level"] in ("SEVERE", "ERROR")], console
