@@ -29,7 +29,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from . import __version__, tracking  # noqa: E402
-from .suite import SUMMARY_METRICS, TAG_ROWS, Suite, SuiteError, parse_suite, published_columns, summarize  # noqa: E402
+from .suite import (  # noqa: E402
+    SUMMARY_METRICS, TAG_ROWS, Suite, SuiteError, baseline_cell, parse_suite, published_cell, published_columns, summarize,
+)
 from .verdicts import method_note  # noqa: E402
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -514,20 +516,8 @@ def _html(*, name, parent, summary, table, finished, definition_name, definition
     rows = []
     for _, r in summary.iterrows():
         links = " ".join(f'<a href="{e(run_url(rid))}">{e(rid[:8])}</a>' for rid in str(r["run_ids"]).split())
-        if r["verdict"] == "baseline" or math.isnan(r["baseline_diff"]):
-            versus = ""
-        else:
-            ci = f" [{r['baseline_ci_low']:+.4f}, {r['baseline_ci_high']:+.4f}]" if not math.isnan(r["baseline_ci_low"]) else ""
-            versus = f"{r['baseline_diff']:+.4f}{ci}"
-        cells = []
-        for src, metric in pairs:
-            value, diff, ok = r[f"{src}.{metric}"], r[f"{src}.{metric}_diff"], r[f"{src}.{metric}_within_2pt"]
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                cells.append("<td></td>")
-            elif diff is None or math.isnan(diff):
-                cells.append(f"<td>{value:.3f} (other epochs)</td>")
-            else:
-                cells.append(f"<td>{value:.3f} ({diff:+.3f}, {'within' if ok else 'beyond'} 2 pt)</td>")
+        versus = baseline_cell(r)
+        cells = [f"<td>{e(published_cell(r, src, metric))}</td>" for src, metric in pairs]
         rows.append(
             "<tr>"
             + f"<td>{e(str(r['label']))}</td><td>{e(str(r['variant']))}</td><td>{int(r['n_seeds'])}</td>"

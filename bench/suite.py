@@ -577,6 +577,24 @@ def published_columns(summary: pd.DataFrame) -> list[tuple[str, str]]:
     return pairs
 
 
+def baseline_cell(row: Mapping[str, Any]) -> str:
+    """``+0.0123 [-0.0040, +0.0286]``: a summary row's val-accuracy difference from the baseline."""
+    if row["verdict"] == "baseline" or math.isnan(row["baseline_diff"]):
+        return ""
+    low, high = row["baseline_ci_low"], row["baseline_ci_high"]
+    return f"{row['baseline_diff']:+.4f}" + ("" if math.isnan(low) else f" [{low:+.4f}, {high:+.4f}]")
+
+
+def published_cell(row: Mapping[str, Any], source: str, metric: str) -> str:
+    """``0.9000 -0.0110 (within 2 pt)``: a source's value, ours minus it, and the 2-point check."""
+    value, diff, ok = row[f"{source}.{metric}"], row[f"{source}.{metric}_diff"], row[f"{source}.{metric}_within_2pt"]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if diff is None or math.isnan(diff):
+        return f"{value:.4f} (other epochs)"
+    return f"{value:.4f} {diff:+.4f} ({'within' if ok else 'beyond'} 2 pt)"
+
+
 def format_summary(summary: pd.DataFrame) -> str:
     """The summary as fixed-width text: accuracies (mean ± std), then each row's verdict
     against the baseline and its difference from each source."""
@@ -600,27 +618,20 @@ def format_summary(summary: pd.DataFrame) -> str:
         }
     )
     lines = [table.to_string(index=False), ""]
-    verdict_table = pd.DataFrame({"row": summary["label"], "val acc vs baseline": [
-        "" if v == "baseline" or math.isnan(d) else f"{d:+.4f}" + (f" [{lo:+.4f}, {hi:+.4f}]" if not math.isnan(lo) else "")
-        for d, lo, hi, v in zip(summary["baseline_diff"], summary["baseline_ci_low"], summary["baseline_ci_high"],
-                                summary["verdict"])
-    ], "verdict": summary["verdict"]})
+    verdict_table = pd.DataFrame({
+        "row": summary["label"],
+        "val acc vs baseline": [baseline_cell(r) for _, r in summary.iterrows()],
+        "verdict": summary["verdict"],
+    })
     for source, metric in published_columns(summary):
-        texts = []
-        for value, diff, ok in zip(summary[f"{source}.{metric}"], summary[f"{source}.{metric}_diff"],
-                                   summary[f"{source}.{metric}_within_2pt"]):
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                texts.append("")
-            elif diff is None or math.isnan(diff):
-                texts.append(f"{value:.4f} (other epochs)")
-            else:
-                texts.append(f"{value:.4f} {diff:+.4f} {'ok' if ok else 'off'}")
-        verdict_table[f"{source} {metric.removesuffix('_acc')}"] = texts
+        verdict_table[f"{source} {metric.removesuffix('_acc')}"] = [
+            published_cell(r, source, metric) for _, r in summary.iterrows()
+        ]
     lines.append(verdict_table.to_string(index=False))
     n_compared = int(summary["baseline_p_holm"].notna().sum())
     lines.append(method_note(n_compared))
     if published_columns(summary):
-        lines.append("Sources: published value, ours minus it, 'ok' when within 2 points; "
+        lines.append("Sources: published value, ours minus it, and whether that is within 2 points; "
                      "'other epochs' when our runs trained for a different number of epochs than the source.")
     machines = sorted({m for ms in summary["machines"] for m in ms.split("; ")})
     if len(machines) > 1:
