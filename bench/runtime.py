@@ -200,3 +200,18 @@ def _measure_gemm(device: torch.device, dtype: torch.dtype) -> float:
         reps += 1
         sync()
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host still runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True

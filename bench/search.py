@@ -41,6 +41,7 @@ from . import tracking
 from .config import ConfigError, TrainConfig
 from .data import DataError, DataSplits, check_dataset_name
 from .models import get_variant
+from .runtime import process_alive
 from .suite import TRAINING_KEYS, EpochLine, Locator, SuiteError, check_keys, describe_variant
 
 # Our own lines say what happened to each trial; Optuna's INFO lines would repeat them.
@@ -315,28 +316,13 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if attrs.get("host") != host or "pid" not in attrs or _alive(int(attrs["pid"])):
+        if attrs.get("host") != host or "pid" not in attrs or process_alive(int(attrs["pid"])):
             continue
         study.tell(trial.number, state=TrialState.FAIL)
         failed.append(trial.number)
         if attrs.get("mlflow_run_id"):
             tracking.end_run(attrs["mlflow_run_id"], "FAILED", f"stale: worker pid {attrs['pid']} died mid-trial")
     return failed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (killed, not yet reaped by its parent) is as dead as a worker gets.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
 
 
 # ---------------------------------------------------------------------------- the objective

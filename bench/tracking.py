@@ -16,6 +16,7 @@ import functools
 import os
 import platform
 import re
+import socket
 import subprocess
 import tempfile
 import warnings
@@ -35,6 +36,7 @@ from mlflow.tracking import MlflowClient
 
 from . import __version__
 from .models import Normalize
+from .runtime import process_alive
 
 # Tag keys; "bench." keeps ours apart from MLflow's own "mlflow." tags.
 TAG_VARIANT = "bench.variant"
@@ -48,6 +50,8 @@ TAG_SEED = "bench.seed"
 TAG_ERROR = "bench.error"
 TAG_DATA_SOURCE = "bench.data_source"
 TAG_HARDWARE = "hw"  # hw.cpu, hw.cpu_isa, hw.logical_cores, hw.torch_threads, hw.memory_gib, hw.gpu, hw.machine
+TAG_HOST = "bench.host"  # the host and process that opened (or re-opened) the run
+TAG_PID = "bench.pid"
 TAG_CHECKPOINT_EPOCH = "bench.checkpoint_epoch"  # epoch of the checkpoint artifact, when one was logged
 CHECKPOINT_ARTIFACT_DIR = "checkpoint"
 CHAMPION_ALIAS = "champion"  # registry alias of a study's best model
@@ -166,7 +170,8 @@ def tracked_run(
             launcher = outer
     if parent_run_id:
         experiment_id = MlflowClient().get_run(parent_run_id).info.experiment_id
-    all_tags = {**environment_tags(), **(tags or {})}
+    # Who holds the run: another process resuming the parent leaves it alone while this one lives.
+    all_tags = {**environment_tags(), **(tags or {}), TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     system_metrics = system_metrics_enabled()
@@ -415,15 +420,24 @@ def get_run(run_id: str):
 
 
 def mark_stale_children(parent_run_id: str) -> list[str]:
-    """Children of ``parent_run_id`` still RUNNING when it is (re)opened: their process died.
+    """Children of ``parent_run_id`` still RUNNING whose process died: mark them FAILED.
 
-    Marks them FAILED so no run stays RUNNING after a crash we could not catch (SIGKILL,
-    power loss); returns their ids.
+    So no run stays RUNNING after a crash we could not catch (SIGKILL, power loss). A child
+    whose process (``bench.host``/``bench.pid``) still runs on this host is left alone: another
+    worker is training it. Children on other hosts are left alone too (no way to see their
+    processes from here); children without those tags (older bench) count as dead. Returns
+    the ids marked.
     """
     children = child_runs(parent_run_id)
     if children.empty:
         return []
-    stale = children[children["status"] == "RUNNING"]["run_id"].tolist()
+    host = socket.gethostname()
+    stale = []
+    for _, child in children[children["status"] == "RUNNING"].iterrows():
+        owner_host, pid = child.get(f"tags.{TAG_HOST}"), child.get(f"tags.{TAG_PID}")
+        if isinstance(pid, str) and pid.isdigit() and (owner_host != host or process_alive(int(pid))):
+            continue
+        stale.append(child["run_id"])
     for run_id in stale:
         _end(run_id, RunStatus.FAILED, "stale: its process ended without closing the run")
     return stale

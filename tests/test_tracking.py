@@ -182,3 +182,27 @@ def test_a_run_under_mlflow_run_nests_under_its_run(monkeypatch):
         pass
     assert run_id != outer
     assert MlflowClient().get_run(run_id).data.tags[tracking.PARENT_TAG] == outer
+
+
+def test_stale_children_are_the_ones_whose_process_died():
+    import os
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is free now (reuse within the test is vanishingly unlikely)
+    experiment_id = tracking.experiment_id_for("stale", "stale")
+    client = MlflowClient()
+    with tracking.tracked_run(experiment_id=experiment_id, run_name="parent") as parent:
+        owners = {"alive": str(os.getpid()), "dead": str(dead.pid), "untagged": None}
+        ids = {}
+        for name, pid in owners.items():
+            run = client.create_run(experiment_id, run_name=name, tags={tracking.PARENT_TAG: parent})
+            if pid is not None:
+                tracking.set_tags(run.info.run_id, {tracking.TAG_HOST: __import__("socket").gethostname(),
+                                                    tracking.TAG_PID: pid})
+            ids[name] = run.info.run_id
+        marked = tracking.mark_stale_children(parent)
+    assert sorted(marked) == sorted([ids["dead"], ids["untagged"]])
+    assert client.get_run(ids["alive"]).info.status == "RUNNING"  # another worker's run is left alone
+    assert client.get_run(ids["dead"]).data.tags[tracking.TAG_ERROR].startswith("stale")
+    client.set_terminated(ids["alive"])
