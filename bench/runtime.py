@@ -176,7 +176,7 @@ def gemm_gflops(device: torch.device, dtype: torch.dtype = torch.float32) -> flo
         known = {}
     if key in known:
         return float(known[key])
-    rate = _measure_gemm(device, dtype)
+    rate = measure_gemm(device, dtype)
     known[key] = rate
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -185,7 +185,8 @@ def gemm_gflops(device: torch.device, dtype: torch.dtype = torch.float32) -> flo
     return rate
 
 
-def _measure_gemm(device: torch.device, dtype: torch.dtype) -> float:
+def measure_gemm(device: torch.device, dtype: torch.dtype) -> float:
+    """Dense n x n matmuls for GEMM_SECONDS; GFLOP/s (no cache: ``gemm_gflops`` caches)."""
     n = GEMM_SIZE
     # Its own generator, so measuring never moves the global RNG a seeded run depends on.
     gen = torch.Generator(device=device).manual_seed(0)

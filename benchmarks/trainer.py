@@ -1,6 +1,6 @@
 """How fast is the bench trainer? Against the seed's loop, PyTorch Lightning, and the machine's GEMM peak.
 
-    python -m benchmarks.trainer [--cases net:cifar2,lenet:mnist] [--epochs 2] [--threads N]
+    python -m benchmarks.trainer [--cases net:cifar2,lenet:mnist] [--epochs 2] [--threads N] [--device cuda]
 
 Every contender runs in its own fresh process (so one's allocator or thread settings
 cannot help or hurt another), one after the other, same model, same data, same epochs:
@@ -93,6 +93,8 @@ def run_seed(case: dict) -> dict:
     import torch.nn as nn
 
     dataset, model, config, _ = _setup(case)
+    device = torch.device(case["device"])
+    model = model.to(device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True)
     optimizer = _optimizer(model, config)
     loss_fn = nn.CrossEntropyLoss()
@@ -101,6 +103,7 @@ def run_seed(case: dict) -> dict:
         start = time.perf_counter()
         loss_train, correct, seen = 0.0, 0, 0
         for imgs, labels in loader:
+            imgs, labels = imgs.to(device), labels.to(device)  # the book's loop, on a GPU
             outputs = model(imgs)
             loss = loss_fn(outputs, labels)
             optimizer.zero_grad()
@@ -155,7 +158,8 @@ def run_lightning(case: dict) -> dict:
     timer = Timer()
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True)
     trainer = L.Trainer(
-        max_epochs=case["epochs"], accelerator="cpu", devices=1, callbacks=[timer], logger=False,
+        max_epochs=case["epochs"], accelerator="gpu" if case["device"].startswith("cuda") else "cpu", devices=1,
+        callbacks=[timer], logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
     trainer.fit(Module(), loader)
@@ -173,7 +177,7 @@ def run_bench(case: dict) -> dict:
 
     # val_from_test keeps every train image in the epoch, like the seed's loop.
     config = TrainConfig(variant=case["variant"], dataset=case["dataset"], epochs=case["epochs"], seed=case["seed"],
-                         val_from_test=True)
+                         val_from_test=True, device=case["device"])
     result = train(config, progress=False)
     shape = DATASETS[case["dataset"]].shape
     model = get_model(case["variant"], shape)
@@ -188,23 +192,16 @@ def run_bench(case: dict) -> dict:
     }
 
 
-def gemm_gflops() -> dict:
+def gemm_gflops(case: dict) -> dict:
     import torch
 
-    out = {}
-    n = 2048
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        torch.mm(a, b)
-        reps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < 2.0:
-            torch.mm(a, b)
-            reps += 1
-        out[name] = 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
-    return out
+    from bench.runtime import measure_gemm
+
+    device = torch.device(case.get("device", "cpu"))
+    return {name: measure_gemm(device, dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
 
 
-CONTENDERS = {"seed": run_seed, "lightning": run_lightning, "bench": run_bench, "gemm": lambda case: gemm_gflops()}
+CONTENDERS = {"seed": run_seed, "lightning": run_lightning, "bench": run_bench, "gemm": gemm_gflops}
 
 
 # ---------------------------------------------------------------------------- the driver
@@ -232,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="net:cifar2,lenet:mnist", help="variant:dataset pairs")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per contender (>= 2; the first is warm-up)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where every contender trains (default cpu)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -244,12 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     if "BENCH_DATA_DIR" not in os.environ:
         parser.error("set BENCH_DATA_DIR to the data root (e.g. ../shared/data)")
 
-    import platform
-
     import torch
 
-    gemm = _child("gemm", {}, args.threads, True)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    gemm = _child("gemm", {"device": args.device}, args.threads, True)
+    from bench.runtime import cpu_isa, cpu_model
+
+    print(f"machine: {cpu_model()} ({cpu_isa()}), {os.cpu_count()} cores, device {args.device}, torch {torch.__version__}, "
           f"{args.threads} threads; dense GEMM 2048^2: fp32 {gemm['fp32']:.0f} GFLOP/s, bf16 {gemm['bf16']:.0f} GFLOP/s")
     lightning = _lightning_available()
     if not lightning:
@@ -258,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     misses = []
     for pair in args.cases.split(","):
         variant, dataset = pair.split(":")
-        case = {"variant": variant, "dataset": dataset, "epochs": args.epochs, "seed": args.seed}
+        case = {"variant": variant, "dataset": dataset, "epochs": args.epochs, "seed": args.seed, "device": args.device}
         runs = {"seed": _child("seed", case, args.threads, False)}
         if lightning:
             runs["lightning"] = _child("lightning", case, args.threads, False)
