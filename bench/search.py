@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+# Optuna keeps its heartbeat helpers private; they are what Study.optimize itself runs a trial under.
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from . import tracking
@@ -473,17 +475,17 @@ def run_worker(
     consecutive_failures = 0
     while True:
         fail_dead_local_trials(study)
+        if is_heartbeat_enabled(study._storage):
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAILed, re-enqueued by the retry callback
         with trial_slot_lock(storage):
             if counted_trials(study) >= total:
                 return
-            study.enqueue_trial({}, user_attrs={"claimed_by": f"{socket.gethostname()}:{os.getpid()}"})
-        # optimize() pops a WAITING trial (ours, or an equivalent one) and runs it with the
-        # storage's heartbeat where it has one.
-        study.optimize(objective, n_trials=1, catch=(Exception,))
-        mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("pid") == os.getpid()]
-        last = mine[-1] if mine else None
-        if last is None:
-            continue
+            # ask() takes a WAITING trial (a retry of a dead worker's, same params) or makes a
+            # new one, RUNNING and counted before the lock opens: no two workers share one and
+            # the study never overshoots n_trials.
+            trial = study.ask()
+            trial.set_user_attr("claimed_by", f"{socket.gethostname()}:{os.getpid()}")
+        last = _run_trial(study, trial, objective)
         epochs = last.user_attrs.get("epochs_trained", "?")
         value = f" {spec.metric}={last.value:.4f} after {epochs} epoch(s)" if last.value is not None else ""
         echo(f"[worker {worker_index}] trial {last.number}: {last.state.name}{value}")
@@ -491,8 +493,26 @@ def run_worker(
         if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
             raise SearchError(
                 f"{consecutive_failures} trials in a row FAILED (last: trial {last.number}, "
-                f"{last.system_attrs.get('fail_reason', 'see its MLflow run')}); stopping this worker"
+                f"{last.user_attrs.get('fail_reason', 'see its MLflow run')}); stopping this worker"
             )
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> optuna.trial.FrozenTrial:
+    """Run one claimed trial and tell its end, as ``Study.optimize`` does (heartbeat included)."""
+    with get_heartbeat_thread(trial._trial_id, study._storage):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        except KeyboardInterrupt:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as exc:  # the trial FAILs (and is retried by count); the worker goes on
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:1000])
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+    return study.get_trials(deepcopy=False)[trial.number]
 
 
 def _run_worker_processes(spec, storage, total, parent_id, workers, threads, echo) -> None:
