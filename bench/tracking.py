@@ -19,6 +19,7 @@ import re
 import socket
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -309,7 +310,22 @@ def log_datasets(run_id: str, name: str, data) -> None:
             digest=split.digest(),
         )
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
-    MlflowClient().log_inputs(run_id, datasets=inputs)
+    # Datasets are rows shared by an experiment's runs: two workers logging the same split at
+    # once can both try to insert it, and the loser sees a UNIQUE-constraint error. Once the
+    # winner's row exists the same call succeeds, so try again.
+    for attempt in range(DATASET_LOG_ATTEMPTS):
+        try:
+            MlflowClient().log_inputs(run_id, datasets=inputs)
+            return
+        except mlflow.exceptions.MlflowException as exc:
+            if "UNIQUE constraint" not in str(exc) and "unique constraint" not in str(exc).lower():
+                raise
+            if attempt == DATASET_LOG_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+DATASET_LOG_ATTEMPTS = 4
 
 
 def download_checkpoint(run_id: str, dest: str | os.PathLike) -> Path | None:

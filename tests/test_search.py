@@ -180,7 +180,8 @@ def test_two_worker_processes_make_exactly_n_distinct_trials(tmp_path):
     storage = str(tmp_path / "workers.journal")
     outcome = run_search(spec, storage=storage, n_trials=5, workers=2, register_best=False, echo=quiet)
     trials = open_study(spec, storage).get_trials()
-    assert len(trials) == 5 and outcome.n_trials == 5
+    seen = [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in trials]
+    assert len(trials) == 5 and outcome.n_trials == 5, seen
     assert sorted(t.number for t in trials) == [0, 1, 2, 3, 4]
     assert {t.state for t in trials} == {TrialState.COMPLETE}
     assert len({t.user_attrs["pid"] for t in trials}) == 2  # both workers did work
