@@ -296,7 +296,7 @@ def _seed_list(text: str) -> list[int] | None:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
-    from .suite import SuiteError, SuiteFailed, format_summary, load_suite, run_suite
+    from .suite import SuiteError, SuiteFailed, format_summary, load_suite, run_suite, run_suite_workers
 
     overrides: dict[str, Any] = {}
     for name in ("epochs", "max_train_samples", "batch_size"):
@@ -309,21 +309,33 @@ def cmd_suite(args: argparse.Namespace) -> int:
         plan = suite.plan(args.profile, args.seeds, overrides, rows=rows)  # every run checked before any starts
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
-    print(f"suite {suite.name} [{args.profile}]: {len(plan)} runs on {suite.dataset}")
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers} is not accepted; accepted: an integer >= 1")
+    storage = None if args.storage in (None, "", "default") else args.storage
+    if args.study_name and storage is None and args.workers == 1:
+        raise UsageError("--study-name names a study in --storage; give --storage too (or --workers K)")
+    common = dict(
+        seeds=args.seeds,
+        resume=args.resume if args.resume is not None else False,
+        experiment=args.experiment,
+        overrides=overrides,
+        log_models=not args.no_log_model,
+        progress=False if (args.quiet or args.workers > 1 or args.worker_of) else None,
+        rows=rows,
+        checkpoints=None if args.no_checkpoint else args.checkpoint_every,
+        epoch_lines=not args.quiet,
+    )
+    if not args.worker_of:
+        print(f"suite {suite.name} [{args.profile}]: {len(plan)} runs on {suite.dataset}")
     try:
-        outcome = run_suite(
-            suite,
-            args.profile,
-            seeds=args.seeds,
-            resume=args.resume if args.resume is not None else False,
-            experiment=args.experiment,
-            overrides=overrides,
-            log_models=not args.no_log_model,
-            progress=False if args.quiet else None,
-            rows=rows,
-            checkpoints=None if args.no_checkpoint else args.checkpoint_every,
-            epoch_lines=not args.quiet,
-        )
+        if args.workers > 1 or storage is not None:
+            outcome = run_suite_workers(suite, args.profile, workers=args.workers, storage=storage,
+                                        study_name=args.study_name, worker_of=args.worker_of,
+                                        worker_index=args.worker_index, **common)
+            if args.worker_of:
+                return 1 if outcome.failed else 0
+        else:
+            outcome = run_suite(suite, args.profile, **common)
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
     except SuiteFailed as exc:
@@ -435,6 +447,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", nargs="?", const="", metavar="DIR",
                    help="write the report when the suite ends (default DIR: reports/<suite name>)")
     p.add_argument("--ui-url", default=DEFAULT_UI_URL, help=f"MLflow UI address for the report's links (default {DEFAULT_UI_URL})")
+    g = p.add_argument_group("workers (the runs are handed out through an Optuna study; see docs/deploy.md)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine, sharing its cores (--threads each: cores / workers) "
+                        "or one GPU each when there are several (default 1: one run after another, no study)")
+    g.add_argument("--storage", metavar="URL",
+                   help="Optuna storage shared by the workers of several machines: postgresql://... (or a "
+                        "journal file on one host); start the same command on each machine "
+                        "(default with --workers K: a journal file under optuna/suites/)")
+    g.add_argument("--study-name", help="the study in --storage (default: suite, profile, seeds and a digest of the "
+                                        "plan, so identical commands on several machines meet in one study)")
+    g.add_argument("--worker-of", help=argparse.SUPPRESS)
+    g.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     _add_tracking_arguments(p, default_experiment="the suite's name")
     _add_checkpoint_arguments(p)
     p.set_defaults(func=cmd_suite)

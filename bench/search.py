@@ -308,11 +308,12 @@ def counted_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED))
 
 
-def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+def fail_dead_local_trials(study: optuna.Study, retry: bool = False) -> list[int]:
     """RUNNING trials whose worker process on this host is gone (SIGKILL, OOM, power): FAIL them.
 
     The journal storage has no heartbeat, so workers record host and PID on their trials.
-    Their MLflow runs are closed as FAILED too.
+    Their MLflow runs are closed as FAILED too. ``retry``: re-enqueue each as a WAITING copy
+    (same params and user attrs), as the RDB storage's heartbeat retry does.
     """
     host = socket.gethostname()
     failed = []
@@ -324,7 +325,140 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
         failed.append(trial.number)
         if attrs.get("mlflow_run_id"):
             tracking.end_run(attrs["mlflow_run_id"], "FAILED", f"stale: worker pid {attrs['pid']} died mid-trial")
+        if retry:
+            optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)(study, study.get_trials(deepcopy=False)[trial.number])
     return failed
+
+
+MAX_RETRIES = 2  # a trial (or a suite's pair) whose worker died is run again at most this often
+
+
+# ---------------------------------------------------------------------------- suites on many workers
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    label: str
+    seed: int
+    trial: optuna.Trial
+    retry_of: int | None  # the trial number of a dead worker's attempt at this pair, if any
+
+
+class PairQueue:
+    """The (row, seed) pairs of one suite run, handed out to workers through an Optuna study.
+
+    Optuna's storage is the shared state: each pair is an enqueued trial (user attrs
+    ``label`` and ``seed``), and ``claim`` pops one with ``study.ask()`` under the trial-slot
+    lock, so two workers never get the same pair. With PostgreSQL a claimed pair runs under
+    Optuna's heartbeat, and a worker that stops beating has its trial FAILed and re-enqueued
+    by the storage's retry callback; with a journal file (one host) workers record host and
+    PID, and a dead worker's trial is FAILed and re-enqueued by the next worker that looks.
+    A trial's value is the run's val accuracy, so optuna-dashboard shows the suite's progress.
+    """
+
+    PARENT_ATTR = PARENT_ATTR
+    PLAN_ATTR = "bench_plan_digest"
+
+    def __init__(self, storage_url: str, study_name: str) -> None:
+        self.url = storage_url
+        self.name = study_name
+        self.storage = make_storage(storage_url)
+
+    def create(self, plan_digest: str) -> bool:
+        """Create the study; False when another process already did (then it is shared)."""
+        try:
+            study = optuna.create_study(storage=self.storage, study_name=self.name, direction="maximize")
+        except optuna.exceptions.DuplicatedStudyError:
+            return False
+        study.set_user_attr(self.PLAN_ATTR, plan_digest)
+        return True
+
+    @property
+    def study(self) -> optuna.Study:
+        return optuna.load_study(study_name=self.name, storage=self.storage)
+
+    def set_parent(self, run_id: str) -> None:
+        self.study.set_user_attr(self.PARENT_ATTR, run_id)
+
+    def parent(self, plan_digest: str, wait_s: float = 120.0) -> str:
+        """The parent run id the creating process recorded (waiting for it briefly); raises
+        ``SearchError`` when the study was made for another plan (rows, seeds or settings)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            attrs = self.study.user_attrs
+            found = attrs.get(self.PLAN_ATTR)
+            if found is not None and found != plan_digest:
+                raise SearchError(
+                    f"study {self.name!r} in {tracking.redact(self.url)} holds another plan of this suite "
+                    f"(different rows, seeds or settings); pass --study-name to start a separate one"
+                )
+            if attrs.get(self.PARENT_ATTR):
+                return attrs[self.PARENT_ATTR]
+            if time.monotonic() > deadline:
+                raise SearchError(
+                    f"study {self.name!r} in {tracking.redact(self.url)} has no parent run after {wait_s:.0f} s: "
+                    "the process that created it died before recording one; pass --study-name to start anew"
+                )
+            time.sleep(0.5)
+
+    def publish(self, pairs: list[tuple[str, int]], finished: set[tuple[str, int]]) -> int:
+        """Enqueue the pairs that neither FINISHED nor sit in the queue (WAITING or RUNNING); the count."""
+        with trial_slot_lock(self.url):
+            study = self.study
+            queued = {
+                (t.user_attrs.get("label"), t.user_attrs.get("seed"))
+                for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+            }
+            added = 0
+            for label, seed in pairs:
+                if (label, seed) in finished or (label, seed) in queued:
+                    continue
+                study.enqueue_trial({}, user_attrs={"label": label, "seed": seed}, skip_if_exists=False)
+                added += 1
+            return added
+
+    def reap(self) -> list[int]:
+        """FAIL (and re-enqueue) the trials of workers that died: dead PIDs here, stale heartbeats anywhere."""
+        study = self.study
+        failed = fail_dead_local_trials(study, retry=True)
+        if is_heartbeat_enabled(self.storage):
+            before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+            optuna.storages.fail_stale_trials(study)
+            failed += sorted({t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
+        return failed
+
+    def claim(self) -> Claim | None:
+        """The next WAITING pair, now RUNNING and this process's; None when none waits."""
+        with trial_slot_lock(self.url):
+            study = self.study
+            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                return None
+            trial = study.ask()  # pops a WAITING trial: under the lock it is the one just seen
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        attrs = study.get_trials(deepcopy=False)[trial.number]
+        return Claim(
+            str(attrs.user_attrs["label"]), int(attrs.user_attrs["seed"]), trial, attrs.system_attrs.get("failed_trial")
+        )
+
+    def running(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def run(self, claim: Claim, work: Callable[[], float]) -> TrialState:
+        """Run ``work`` (returning the val accuracy) for a claimed pair under the heartbeat; tell its end."""
+        study = self.study
+        with get_heartbeat_thread(claim.trial._trial_id, self.storage):
+            try:
+                value = work()
+            except KeyboardInterrupt:
+                study.tell(claim.trial, state=TrialState.FAIL)
+                raise
+            except Exception as exc:  # an error of the run itself: FAILed, not retried (it would fail again)
+                claim.trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:1000])
+                study.tell(claim.trial, state=TrialState.FAIL)
+                return TrialState.FAIL
+        study.tell(claim.trial, value)
+        return TrialState.COMPLETE
 
 
 # ---------------------------------------------------------------------------- the objective

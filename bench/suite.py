@@ -342,20 +342,14 @@ def run_suite(
     naming them. ``rows``: only these row labels. ``checkpoints``: a ``checkpoint.Policy``
     or None for none. ``epoch_lines``: one line per epoch (logs are never silent for long).
     """
-    from .runner import resumable, run_tracked
+    from .runner import resumable
 
     plan = suite.plan(profile, seeds, overrides, rows=rows)
     experiment_id = tracking.experiment_id_for(experiment, suite.experiment)
     parent_id = _find_parent(suite, profile, resume, experiment_id)
     done = _finished_pairs(parent_id) if parent_id else set()
-    tags = {
-        tracking.TAG_KIND: "suite",
-        tracking.TAG_SUITE: suite.name,
-        tracking.TAG_PROFILE: profile,
-        tracking.TAG_DATASET: suite.dataset,
-    }
-    profile_note = suite.profiles[profile].get("description", "")
-    parent_tags = {**tags, tracking.TAG_NOTE: f"{suite.description} Profile {profile}: {profile_note}".strip()}
+    tags = _suite_tags(suite, profile)
+    parent_tags = _parent_tags(suite, profile)
     data_cache: dict[tuple, DataSplits] = {}
     ran = skipped = 0
     failed: list[str] = []
@@ -375,8 +369,7 @@ def run_suite(
                 echo(f"[{index}/{len(plan)}] {name}: already FINISHED under {parent_id}, skipped")
                 continue
             data = _data_for(config, data_cache)
-            child_tags = {**tags, tracking.TAG_KIND: "run", tracking.TAG_LABEL: row.label,
-                          tracking.TAG_NOTE: f"{describe_variant(row.variant)} Suite {suite.name}: {suite.description}"}
+            child_tags = _child_tags(suite, row, tags)
             extra = list(callbacks_for(row, config)) if callbacks_for else []
             if epoch_lines:
                 extra.append(EpochLine(name, echo))
@@ -385,26 +378,9 @@ def run_suite(
                 resume_id = None
             echo(f"[{index}/{len(plan)}] {name}" + (f": resuming run {resume_id} from its checkpoint" if resume_id else ""))
             try:
-                try:
-                    _, result = run_tracked(
-                        config, callbacks=extra, run_name=name, tags=child_tags, parent_run_id=parent_id,
-                        resume_run_id=resume_id, data=data, progress=progress, log_model=log_models,
-                        checkpoints=checkpoints,
-                    )
-                except ckpt.CheckpointError as exc:
-                    if resume_id is None:
-                        raise
-                    echo(f"    cannot resume ({exc}); training it again as a new run")
-                    _, result = run_tracked(
-                        config, callbacks=extra, run_name=name, tags=child_tags, parent_run_id=parent_id,
-                        data=data, progress=progress, log_model=log_models, checkpoints=checkpoints,
-                    )
+                _train_pair(config, name, parent_id, child_tags, extra, resume_id, data, echo,
+                            progress=progress, log_models=log_models, checkpoints=checkpoints)
                 ran += 1
-                seconds = sum(m.epoch_time_s for m in result.history)
-                echo(
-                    f"    val acc {result.final.val_acc:.4f}, test acc {result.test_acc:.4f}, "
-                    f"{len(result.history)} epochs in {seconds:.1f} s"
-                )
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # the child is FAILED in MLflow; the suite goes on
@@ -416,6 +392,297 @@ def run_suite(
         if failed:
             raise SuiteFailed(parent_id, failed, summary)
     return SuiteOutcome(parent_id, summary, ran, skipped, failed)
+
+
+SUITE_STORAGE_DIR = Path("optuna") / "suites"  # journal files of suites run on several workers of one machine
+POLL_S = 2.0  # an idle worker looks for a retried or unfinished pair this often
+
+
+def run_suite_workers(
+    suite: Suite,
+    profile: str,
+    *,
+    seeds: Sequence[int] | None = None,
+    resume: str | bool = False,
+    experiment: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    rows: Sequence[str] | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
+    worker_of: str | None = None,
+    worker_index: int = 0,
+    log_models: bool = True,
+    progress: bool | None = None,
+    echo: Callable[[str], None] = print,
+    checkpoints: Any = ckpt.Policy(),
+    epoch_lines: bool = True,
+) -> SuiteOutcome:
+    """``run_suite`` on ``workers`` processes here, and on any machine started with the same ``storage``.
+
+    The row x seed pairs are trials of an Optuna study (``search.PairQueue``): a journal
+    file under ``optuna/suites/`` when ``storage`` is None (this machine only), else the
+    given storage (PostgreSQL for several machines), where the study's name (default:
+    suite, profile and a digest of the plan) is how processes on different machines find
+    each other. The first process creates the parent run and queues the pairs that have not
+    FINISHED; every process then claims pairs until none is waiting or running. A pair whose
+    worker died is queued again and continues from its checkpoint in the same child run.
+    Each run is seeded as in a serial suite, so the summary is the same.
+    ``worker_of``: this process was started by a coordinator for that parent run.
+    """
+    from . import search
+
+    plan = suite.plan(profile, seeds, overrides, rows=rows)
+    by_pair = {(row.label, config.seed): (row, config) for row, config in plan}
+    digest = plan_digest(plan)
+    experiment_id = tracking.experiment_id_for(experiment, suite.experiment)
+    owner = False  # whether this process made (or re-opened) the parent run and answers for its status
+    if worker_of:
+        queue = search.PairQueue(str(storage), str(study_name))
+        parent_id = worker_of
+    elif storage is None:
+        parent_id = _find_parent(suite, profile, resume, experiment_id)
+        parent_id = _open_parent(suite, profile, experiment_id, rows, parent_id)
+        owner = True
+        storage = str(SUITE_STORAGE_DIR / f"{parent_id}.journal")
+        queue = search.PairQueue(storage, study_name or f"{suite.name} [{profile}] {parent_id}")
+        if queue.create(digest):
+            queue.set_parent(parent_id)
+        else:
+            queue.parent(digest)  # resuming: the same plan, or a clear error
+    else:
+        queue = search.PairQueue(storage, study_name or default_study_name(suite, profile, plan, digest))
+        if queue.create(digest):
+            parent_id = _open_parent(suite, profile, experiment_id, rows, _find_parent(suite, profile, resume, experiment_id))
+            queue.set_parent(parent_id)
+            owner = True
+        else:
+            parent_id = queue.parent(digest)
+            echo(f"joining study {queue.name!r} (parent run {parent_id})")
+    where = tracking.redact(queue.url)
+    done: set[tuple[str, int]] = set()
+    if not worker_of:
+        tracking.mark_stale_children(parent_id)
+        done = _finished_pairs(parent_id) & set(by_pair)
+        if owner or resume:
+            added = queue.publish(_costliest_first(plan), done)
+            echo(f"suite {suite.name} [{profile}]: {added} pair(s) queued in study {queue.name!r} ({where}), "
+                 f"{len(done)} already FINISHED under parent run {parent_id}")
+    ran: list[str] = []
+    failed: list[str] = []
+    try:
+        if workers > 1:
+            _start_workers(suite, profile, plan, overrides or {}, rows, workers, queue, parent_id,
+                           log_models=log_models, checkpoints=checkpoints, epoch_lines=epoch_lines, echo=echo)
+        # The coordinator works too: after its workers end it picks up any pair a dead one left.
+        _work(queue, suite, profile, by_pair, parent_id, worker_index, ran, failed, echo=echo, progress=progress,
+              log_models=log_models, checkpoints=checkpoints, epoch_lines=epoch_lines)
+    except KeyboardInterrupt:
+        if owner:
+            tracking.end_run(parent_id, "KILLED", "interrupted (Ctrl-C)")
+        raise
+    if worker_of:
+        return SuiteOutcome(parent_id, pd.DataFrame(), len(ran), 0, failed)
+    summary = summarize(tracking.child_runs(parent_id), suite)
+    tracking.log_table(parent_id, summary, "summary")
+    tracking.log_metrics(parent_id, {"children_finished": float(summary["n_seeds"].sum()) if len(summary) else 0.0})
+    finished = _finished_pairs(parent_id)
+    missing = [f"{label} seed={seed}" for label, seed in by_pair if (label, seed) not in finished]
+    if missing:
+        tracking.end_run(parent_id, "FAILED", f"{len(missing)} run(s) did not finish: {', '.join(missing)}")
+        raise SuiteFailed(parent_id, missing, summary)
+    tracking.end_run(parent_id, "FINISHED")
+    return SuiteOutcome(parent_id, summary, len(by_pair) - len(done), len(done), failed)
+
+
+def plan_digest(plan: Sequence[tuple[Row, TrainConfig]]) -> str:
+    """What decides a plan's numbers (rows, seeds, settings; not device, threads or data root)."""
+    import hashlib
+    import json
+
+    content = [
+        [row.label, {k: v for k, v in config.to_flat_dict().items() if k not in ckpt.NOT_IDENTITY}]
+        for row, config in plan
+    ]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def default_study_name(suite: Suite, profile: str, plan: Sequence[tuple[Row, TrainConfig]], digest: str) -> str:
+    seeds = sorted({config.seed for _, config in plan})
+    return f"{suite.name} [{profile}] seeds {','.join(map(str, seeds))} plan {digest}"
+
+
+def _open_parent(suite: Suite, profile: str, experiment_id: str, rows: Sequence[str] | None, parent_id: str | None) -> str:
+    """Create the suite's parent run, or mark the one being resumed RUNNING again."""
+    if parent_id is None:
+        parent_id = tracking.create_run(experiment_id, f"{suite.name} [{profile}]", _parent_tags(suite, profile))
+        tracking.adopt_launcher(parent_id, f"{suite.name} [{profile}]")
+    else:
+        tracking.reopen_run(parent_id)
+    tracking.log_artifact_text(parent_id, suite.path.name, suite.text)
+    if rows:
+        tracking.set_tags(parent_id, {TAG_ROWS: ",".join(rows)})
+    return parent_id
+
+
+def _costliest_first(plan: Sequence[tuple[Row, TrainConfig]]) -> list[tuple[str, int]]:
+    """Pairs in the order to hand out: longest runs first, so no worker is left with a long one at the end."""
+    from .train import estimated_training_flops
+
+    cost: dict[str, float] = {}
+    for row, config in plan:
+        if row.label not in cost:
+            try:
+                cost[row.label] = estimated_training_flops(config)
+            except Exception:  # an estimate only: a row that cannot be costed keeps its place
+                cost[row.label] = 0.0
+    order = sorted(range(len(plan)), key=lambda i: -cost[plan[i][0].label])  # stable: seeds stay in order
+    return [(plan[i][0].label, plan[i][1].seed) for i in order]
+
+
+def _work(queue, suite: Suite, profile: str, by_pair, parent_id: str, worker_index: int, ran: list[str],
+          failed: list[str], *, echo: Callable[[str], None], progress, log_models: bool, checkpoints: Any,
+          epoch_lines: bool) -> None:
+    """Claim and train pairs until none is waiting or running anywhere."""
+    from .runner import resumable
+
+    tags = _suite_tags(suite, profile)
+    data_cache: dict[tuple, DataSplits] = {}
+    who = f"[worker {worker_index}]"
+    told_waiting = False
+    while True:
+        dead = queue.reap()
+        if dead:
+            echo(f"{who} trial(s) {dead} belonged to a worker that died: queued again")
+        claim = queue.claim()
+        if claim is None:
+            running = queue.running()
+            if running == 0:
+                return
+            if not told_waiting:
+                echo(f"{who} nothing left to claim; waiting while {running} pair(s) run on other workers")
+                told_waiting = True
+            import time
+
+            time.sleep(POLL_S)
+            continue
+        told_waiting = False
+        row, config = by_pair[(claim.label, claim.seed)]
+        name = f"{row.label} seed={config.seed}"
+        resume_id = _take_over(parent_id, row.label, config.seed, claim)
+        if resume_id is not None and not resumable(resume_id):
+            resume_id = None
+        echo(f"{who} {name} (trial {claim.trial.number})"
+             + (f": resuming run {resume_id} from its checkpoint" if resume_id else ""))
+        extra = [EpochLine(name, echo)] if epoch_lines else []
+
+        def work() -> float:
+            data = _data_for(config, data_cache)
+            result = _train_pair(config, name, parent_id, _child_tags(suite, row, tags), extra, resume_id, data, echo,
+                                 progress=progress, log_models=log_models, checkpoints=checkpoints)
+            return result.final.val_acc
+
+        state = queue.run(claim, work)
+        (ran if state.name == "COMPLETE" else failed).append(name)
+        if state.name != "COMPLETE":
+            echo(f"    {name} FAILED: {claim.trial.user_attrs.get('fail_reason', 'see its MLflow run')}")
+
+
+def _take_over(parent_id: str, label: str, seed: int, claim) -> str | None:
+    """This process now owns the pair: any child of it still RUNNING belongs to a worker that died
+    (the queue hands a pair to one worker at a time). Close those; the latest interrupted child is
+    the run to continue."""
+    children = tracking.child_runs(parent_id)
+    if not children.empty:
+        mine = children[(children[f"tags.{tracking.TAG_LABEL}"] == label)
+                        & (children[f"tags.{tracking.TAG_SEED}"].astype(str) == str(seed))]
+        for run_id in mine[mine["status"] == "RUNNING"]["run_id"]:
+            tracking.end_run(run_id, "FAILED", f"stale: its worker stopped; the pair was queued again (trial {claim.trial.number})")
+    return _interrupted_pairs(parent_id).get((label, seed))
+
+
+def _start_workers(suite: Suite, profile: str, plan, overrides: Mapping[str, Any], rows, workers: int, queue,
+                   parent_id: str, *, log_models: bool, checkpoints: Any, epoch_lines: bool,
+                   echo: Callable[[str], None]) -> None:
+    """``workers`` processes on this machine, each with its share of the cores, or its own GPU when
+    there are several; returns when they have all ended."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    threads = overrides.get("threads") or max(1, (os.cpu_count() or 1) // workers)
+    device = overrides.get("device") or "auto"
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    seeds = sorted({config.seed for _, config in plan})
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env.pop("MLFLOW_RUN_ID", None)
+    procs = []
+    for index in range(1, workers + 1):
+        cmd = [sys.executable, "-m", "bench", "suite", str(suite.path), "--profile", profile,
+               "--seeds", ",".join(map(str, seeds)) + ",", "--storage", queue.url, "--study-name", queue.name,
+               "--worker-of", parent_id, "--worker-index", str(index), "--threads", str(threads),
+               "--device", f"cuda:{(index - 1) % gpus}" if gpus > 1 else device]
+        if rows:
+            cmd += ["--rows", ",".join(rows)]
+        for key in ("epochs", "batch_size", "max_train_samples", "data_dir"):
+            if overrides.get(key) is not None:
+                cmd += [f"--{key.replace('_', '-')}", str(overrides[key])]
+        if not log_models:
+            cmd.append("--no-log-model")
+        if checkpoints is None:
+            cmd.append("--no-checkpoint")
+        elif checkpoints.every is not None:
+            cmd += ["--checkpoint-every", str(checkpoints.every)]
+        if not epoch_lines:
+            cmd.append("--quiet")
+        procs.append(subprocess.Popen(cmd, env=env))
+    echo(f"{workers} workers started, {threads} thread(s) each" + (f", over {gpus} GPUs" if gpus > 1 else ""))
+    for index, proc in enumerate(procs, 1):
+        code = proc.wait()
+        if code != 0:
+            echo(f"worker {index} exited with status {code}; a pair it left unfinished is queued again")
+
+
+def _suite_tags(suite: Suite, profile: str) -> dict[str, str]:
+    return {
+        tracking.TAG_KIND: "suite",
+        tracking.TAG_SUITE: suite.name,
+        tracking.TAG_PROFILE: profile,
+        tracking.TAG_DATASET: suite.dataset,
+    }
+
+
+def _parent_tags(suite: Suite, profile: str) -> dict[str, str]:
+    profile_note = suite.profiles[profile].get("description", "")
+    return {**_suite_tags(suite, profile), tracking.TAG_NOTE: f"{suite.description} Profile {profile}: {profile_note}".strip()}
+
+
+def _child_tags(suite: Suite, row: Row, suite_tags: Mapping[str, str]) -> dict[str, str]:
+    return {**suite_tags, tracking.TAG_KIND: "run", tracking.TAG_LABEL: row.label,
+            tracking.TAG_NOTE: f"{describe_variant(row.variant)} Suite {suite.name}: {suite.description}"}
+
+
+def _train_pair(config: TrainConfig, name: str, parent_id: str, tags: Mapping[str, str], callbacks: list,
+                resume_id: str | None, data: DataSplits, echo: Callable[[str], None], *, progress: bool | None,
+                log_models: bool, checkpoints: Any) -> Any:
+    """One row x seed as a child run (continuing ``resume_id`` from its checkpoint when given); its result."""
+    from .runner import run_tracked
+
+    kwargs = dict(callbacks=callbacks, run_name=name, tags=tags, parent_run_id=parent_id, data=data,
+                  progress=progress, log_model=log_models, checkpoints=checkpoints)
+    try:
+        _, result = run_tracked(config, resume_run_id=resume_id, **kwargs)
+    except ckpt.CheckpointError as exc:
+        if resume_id is None:
+            raise
+        echo(f"    cannot resume ({exc}); training it again as a new run")
+        _, result = run_tracked(config, **kwargs)
+    seconds = sum(m.epoch_time_s for m in result.history)
+    echo(f"    {name}: val acc {result.final.val_acc:.4f}, test acc {result.test_acc:.4f}, "
+         f"{len(result.history)} epochs in {seconds:.1f} s")
+    return result
 
 
 class SuiteFailed(RuntimeError):

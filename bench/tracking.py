@@ -485,6 +485,11 @@ def create_run(experiment_id: str, run_name: str, tags: Mapping[str, str]) -> st
     return run.info.run_id
 
 
+def reopen_run(run_id: str) -> None:
+    """Mark a run that ended (or was left) as RUNNING again, e.g. a suite's parent being resumed."""
+    MlflowClient().update_run(run_id, status="RUNNING")
+
+
 def end_run(run_id: str, status: str, error: str | None = None) -> None:
     _end(run_id, RunStatus.from_string(status), error)
 

@@ -322,6 +322,18 @@ def _training_flops_per_image(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     return counter.get_total_flops() / len(y)
 
 
+def estimated_training_flops(config: TrainConfig) -> float:
+    """Forward + backward FLOPs per image times epochs: how long a run will take, relative to
+    others on the same data (suites hand the costliest runs out first). Builds the model on CPU."""
+    from .data import dataset_info
+
+    shape = dataset_info(config.dataset).shape
+    model = get_model(config.variant, shape, **config.knobs)
+    x = torch.zeros((2, shape.channels, shape.size, shape.size))
+    y = torch.zeros(2, dtype=torch.int64)
+    return _training_flops_per_image(model, x, y, contextlib.nullcontext, torch.device("cpu")) * config.epochs
+
+
 def load_data(config: TrainConfig) -> DataSplits:
     """The splits ``config`` trains on (its data set, hold-out and subset settings)."""
     return load_dataset(

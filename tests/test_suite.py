@@ -1,3 +1,8 @@
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -5,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from bench import tracking
 from bench.cli import main
-from bench.suite import SuiteError, SuiteFailed, load_suite, run_suite
+from bench.suite import SuiteError, SuiteFailed, load_suite, run_suite, run_suite_workers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,3 +191,92 @@ def test_suite_cli_prints_the_summary(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "suite cli [quick]: 2 runs on mnist" in out
     assert "lenet-narrow" in out and "parent run" in out
+
+
+# ---------------------------------------------------------------------------- several workers
+
+
+def _pairs(parent_id: str):
+    children = children_of(parent_id)
+    return sorted(zip(children["tags.bench.label"], children["tags.bench.seed"], children["status"]))
+
+
+ACCURACY = ["label", "n_seeds", "train_acc_mean", "train_acc_std", "val_acc_mean", "val_acc_std", "test_acc_mean",
+            "test_acc_std", "baseline_diff", "verdict"]
+
+
+def test_two_workers_give_the_serial_summary_and_run_each_pair_once():
+    suite = load_suite(REPO / "studies" / "mnist_seeds.toml")
+    settings = dict(seeds=[0, 1], overrides={"max_train_samples": 2000}, log_models=False, progress=False,
+                    echo=lambda _: None)
+    serial = run_suite(suite, "quick", experiment="mnist-seeds serial", **settings)
+    parallel = run_suite_workers(suite, "quick", experiment="mnist-seeds workers", workers=2, **settings)
+    pairs = _pairs(parallel.parent_run_id)
+    assert pairs == _pairs(serial.parent_run_id)  # the same 8 pairs, each once, all FINISHED
+    assert len(pairs) == 8 and {status for *_, status in pairs} == {"FINISHED"}
+    assert parallel.summary[ACCURACY].equals(serial.summary[ACCURACY])  # same seeds, same numbers on CPU
+    assert MlflowClient().get_run(parallel.parent_run_id).info.status == "FINISHED"
+    # The worker processes trained (the coordinator only picks up what a dead worker left).
+    pids = set(children_of(parallel.parent_run_id)["tags.bench.pid"])
+    assert 1 <= len(pids) <= 2 and str(os.getpid()) not in pids
+    assert (parallel.ran, parallel.skipped) == (8, 0)
+
+
+def test_a_sigkilled_workers_pair_is_retried_and_continues_in_the_same_run():
+    epochs = 15
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "suite", str(REPO / "studies" / "mnist_seeds.toml"), "--seeds", "2",
+         "--rows", "lenet,softmax", "--epochs", str(epochs), "--max-train-samples", "2000", "--checkpoint-every", "1",
+         "--workers", "2", "--no-log-model", "--quiet", "--experiment", "mnist-seeds kill"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    client = MlflowClient()
+    victim = None
+    deadline = time.monotonic() + 240
+    try:
+        while victim is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            experiment = client.get_experiment_by_name("mnist-seeds kill")
+            if experiment is None:
+                continue
+            for run in client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'"):
+                if run.data.tags.get(tracking.TAG_CHECKPOINT_EPOCH) and tracking.PARENT_TAG in run.data.tags:
+                    victim = run
+                    os.kill(int(run.data.tags[tracking.TAG_PID]), signal.SIGKILL)  # that worker, not the coordinator
+                    break
+        assert victim is not None, "no worker was ever mid-run after a checkpoint"
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "exited with status -9" in output and "queued again" in output
+    parent_id = victim.data.tags[tracking.PARENT_TAG]
+    pairs = _pairs(parent_id)
+    assert pairs == [("lenet", "0", "FINISHED"), ("lenet", "1", "FINISHED"),
+                     ("softmax", "0", "FINISHED"), ("softmax", "1", "FINISHED")]
+    # The retried pair continued inside the killed run, from its checkpoint: every epoch logged once.
+    resumed = client.get_run(victim.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(victim.info.run_id, "val_acc")]
+    assert steps == list(range(1, epochs + 1))
+    assert client.get_run(parent_id).info.status == "FINISHED"
+
+
+def test_a_study_of_another_plan_is_refused_and_a_finished_one_is_not_rerun(tmp_path):
+    suite = load_suite(write_suite(tmp_path, "shared-study"))
+    storage = str(tmp_path / "shared.journal")
+    settings = dict(storage=storage, study_name="one study", log_models=False, progress=False, echo=lambda _: None)
+    first = run_suite_workers(suite, "quick", seeds=[0], **settings)
+    assert (first.ran, len(_pairs(first.parent_run_id))) == (2, 2)
+    again = run_suite_workers(suite, "quick", seeds=[0], **settings)  # a late machine joins a finished study
+    assert again.parent_run_id == first.parent_run_id and again.ran == 0 and len(_pairs(first.parent_run_id)) == 2
+    with pytest.raises(SuiteError, match="holds another plan"):
+        run_suite_workers(suite, "quick", seeds=[1], **settings)
+
+
+def test_workers_must_be_at_least_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["suite", str(write_suite(tmp_path, "zero-workers")), "--workers", "0"])
+    assert exit_.value.code == 2
+    assert "--workers 0 is not accepted; accepted: an integer >= 1" in capsys.readouterr().err
