@@ -228,13 +228,14 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     if "://" in url:
         if url.startswith("sqlite"):
             print("bench: sqlite storage is not safe for parallel workers; prefer a journal file", file=sys.stderr)
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5, and what we need
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Machines starting at once would race to create Optuna's tables in a fresh database.
+        with warnings.catch_warnings(), _postgres_lock(url, "schema"):
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: "experimental"
             return optuna.storages.RDBStorage(
                 url,
                 heartbeat_interval=HEARTBEAT_INTERVAL_S,
                 grace_period=HEARTBEAT_GRACE_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
             )
     path = Path(url.removeprefix("journal:"))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -242,6 +243,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 HEARTBEAT_INTERVAL_S = 10  # a live worker's trial is touched this often
+MAX_RETRIES = 2  # a trial (or a suite's pair) whose worker died is run again at most this often
 HEARTBEAT_GRACE_S = 30  # ... and counted dead after this long without a beat
 
 
@@ -252,17 +254,8 @@ def trial_slot_lock(url: str) -> Iterator[None]:
     A file lock for a journal on this host; a PostgreSQL advisory lock for a shared database.
     """
     if url.startswith("postgresql"):
-        import sqlalchemy
-
-        key = int.from_bytes(hashlib.sha256(url.encode()).digest()[:7], "big")
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        engine.dispose()
+        with _postgres_lock(url, "trials"):
+            yield
         return
     if "://" in url:  # other databases: no cross-process lock; n_trials may be exceeded by workers-1
         yield
@@ -275,6 +268,27 @@ def trial_slot_lock(url: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _postgres_lock(url: str, purpose: str) -> Iterator[None]:
+    """A PostgreSQL advisory lock named by the database URL and ``purpose``; a no-op for other URLs."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+
+    key = int.from_bytes(hashlib.sha256(f"{purpose}:{url}".encode()).digest()[:7], "big")
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        engine.dispose()
 
 
 def open_study(spec: StudySpec, storage_url: str) -> optuna.Study:
@@ -303,6 +317,15 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's own recovery with a heartbeat storage: trials whose worker stopped beating are
+    FAILed, and re-enqueued by the storage's retry callback. A no-op for journal files."""
+    if is_heartbeat_enabled(study._storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+
+
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count towards n_trials: all but FAILed ones (those are retried)."""
     return len(study.get_trials(deepcopy=False, states=COUNTED))
@@ -329,8 +352,6 @@ def fail_dead_local_trials(study: optuna.Study, retry: bool = False) -> list[int
             optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)(study, study.get_trials(deepcopy=False)[trial.number])
     return failed
 
-
-MAX_RETRIES = 2  # a trial (or a suite's pair) whose worker died is run again at most this often
 
 
 # ---------------------------------------------------------------------------- suites on many workers
@@ -423,7 +444,7 @@ class PairQueue:
         failed = fail_dead_local_trials(study, retry=True)
         if is_heartbeat_enabled(self.storage):
             before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-            optuna.storages.fail_stale_trials(study)
+            fail_stale_trials(study)
             failed += sorted({t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
         return failed
 
@@ -433,7 +454,7 @@ class PairQueue:
             study = self.study
             if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 return None
-            trial = study.ask()  # pops a WAITING trial: under the lock it is the one just seen
+            trial = _ask(study)  # pops a WAITING trial: under the lock it is the one just seen
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         attrs = study.get_trials(deepcopy=False)[trial.number]
@@ -577,12 +598,49 @@ def run_search(
             run_worker(spec, storage, total, parent_id, threads=threads, progress=progress, echo=echo)
         else:
             _run_worker_processes(spec, storage, total, parent_id, workers, threads, echo)
+        _drain(spec, storage, total, parent_id, threads, echo)
         study = open_study(spec, storage)
-        fail_dead_local_trials(study)
         outcome = _summarise(study, spec, parent_id)
         if register_best and outcome.best_trial is not None:
-            outcome.best_run_id = _retrain_best(study, spec, parent_id, echo)
+            if _first_to_register(study, storage, outcome.best_trial):
+                outcome.best_run_id = _retrain_best(study, spec, parent_id, echo)
+            else:
+                echo(f"best trial {outcome.best_trial}: already retrained and registered by another worker of this study")
     return outcome
+
+
+def _drain(spec: StudySpec, storage: str, total: int, parent_id: str, threads: int | None,
+           echo: Callable[[str], None]) -> None:
+    """Wait until no trial runs anywhere, so every machine summarises (and registers) the same
+    finished study; run the trials a dead worker left to do meanwhile."""
+    told = False
+    while True:
+        study = open_study(spec, storage)
+        fail_dead_local_trials(study)
+        fail_stale_trials(study)
+        if counted_trials(study) < total or study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            run_worker(spec, storage, total, parent_id, threads=threads, echo=echo)
+            continue
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return
+        if not told:
+            echo(f"waiting for trial(s) {[t.number for t in running]} to end on other workers")
+            told = True
+        time.sleep(2.0)
+
+
+REGISTERED_ATTR = "bench_registered_trial"
+
+
+def _first_to_register(study: optuna.Study, storage: str, best_trial: int) -> bool:
+    """Whether this process retrains and registers the best trial: the first of the study's
+    top-level processes (one per machine) to ask, so the registry gets one version, not one per machine."""
+    with trial_slot_lock(storage):
+        if study.user_attrs.get(REGISTERED_ATTR) == best_trial:
+            return False
+        study.set_user_attr(REGISTERED_ATTR, best_trial)
+        return True
 
 
 def run_worker(
@@ -609,15 +667,15 @@ def run_worker(
     consecutive_failures = 0
     while True:
         fail_dead_local_trials(study)
-        if is_heartbeat_enabled(study._storage):
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAILed, re-enqueued by the retry callback
+        fail_stale_trials(study)  # a dead worker's trial: FAILed, re-enqueued by the retry callback
         with trial_slot_lock(storage):
-            if counted_trials(study) >= total:
+            # A WAITING trial is a dead worker's, queued again: it is run even when the count is reached.
+            if counted_trials(study) >= total and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 return
             # ask() takes a WAITING trial (a retry of a dead worker's, same params) or makes a
             # new one, RUNNING and counted before the lock opens: no two workers share one and
             # the study never overshoots n_trials.
-            trial = study.ask()
+            trial = _ask(study)
             trial.set_user_attr("claimed_by", f"{socket.gethostname()}:{os.getpid()}")
         last = _run_trial(study, trial, objective)
         epochs = last.user_attrs.get("epochs_trained", "?")
@@ -629,6 +687,14 @@ def run_worker(
                 f"{consecutive_failures} trials in a row FAILED (last: trial {last.number}, "
                 f"{last.user_attrs.get('fail_reason', 'see its MLflow run')}); stopping this worker"
             )
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    """``study.ask()``, without Optuna's warning that heartbeats are meant for ``Study.optimize``:
+    our trials run under the same heartbeat thread (``_run_trial``, ``PairQueue.run``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        return study.ask()
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> optuna.trial.FrozenTrial:

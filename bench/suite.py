@@ -369,7 +369,7 @@ def run_suite(
                 echo(f"[{index}/{len(plan)}] {name}: already FINISHED under {parent_id}, skipped")
                 continue
             data = _data_for(config, data_cache)
-            child_tags = _child_tags(suite, row, tags)
+            child_tags = _child_tags(suite, row, config.seed, tags)
             extra = list(callbacks_for(row, config)) if callbacks_for else []
             if epoch_lines:
                 extra.append(EpochLine(name, echo))
@@ -446,28 +446,26 @@ def run_suite_workers(
         owner = True
         storage = str(SUITE_STORAGE_DIR / f"{parent_id}.journal")
         queue = search.PairQueue(storage, study_name or f"{suite.name} [{profile}] {parent_id}")
-        if queue.create(digest):
-            queue.set_parent(parent_id)
-        else:
+        if not queue.create(digest):
             queue.parent(digest)  # resuming: the same plan, or a clear error
     else:
         queue = search.PairQueue(storage, study_name or default_study_name(suite, profile, plan, digest))
         if queue.create(digest):
             parent_id = _open_parent(suite, profile, experiment_id, rows, _find_parent(suite, profile, resume, experiment_id))
-            queue.set_parent(parent_id)
             owner = True
         else:
             parent_id = queue.parent(digest)
             echo(f"joining study {queue.name!r} (parent run {parent_id})")
-    where = tracking.redact(queue.url)
     done: set[tuple[str, int]] = set()
     if not worker_of:
         tracking.mark_stale_children(parent_id)
         done = _finished_pairs(parent_id) & set(by_pair)
         if owner or resume:
             added = queue.publish(_costliest_first(plan), done)
-            echo(f"suite {suite.name} [{profile}]: {added} pair(s) queued in study {queue.name!r} ({where}), "
-                 f"{len(done)} already FINISHED under parent run {parent_id}")
+            echo(f"suite {suite.name} [{profile}]: {added} pair(s) queued in study {queue.name!r} "
+                 f"({tracking.redact(queue.url)}), {len(done)} already FINISHED under parent run {parent_id}")
+        if owner:
+            queue.set_parent(parent_id)  # last: processes joining wait for it, and then find the pairs queued
     ran: list[str] = []
     failed: list[str] = []
     try:
@@ -578,7 +576,7 @@ def _work(queue, suite: Suite, profile: str, by_pair, parent_id: str, worker_ind
 
         def work() -> float:
             data = _data_for(config, data_cache)
-            result = _train_pair(config, name, parent_id, _child_tags(suite, row, tags), extra, resume_id, data, echo,
+            result = _train_pair(config, name, parent_id, _child_tags(suite, row, config.seed, tags), extra, resume_id, data, echo,
                                  progress=progress, log_models=log_models, checkpoints=checkpoints)
             return result.final.val_acc
 
@@ -593,9 +591,9 @@ def _take_over(parent_id: str, label: str, seed: int, claim) -> str | None:
     (the queue hands a pair to one worker at a time). Close those; the latest interrupted child is
     the run to continue."""
     children = tracking.child_runs(parent_id)
-    if not children.empty:
+    if not children.empty and f"tags.{tracking.TAG_SEED}" in children:
         mine = children[(children[f"tags.{tracking.TAG_LABEL}"] == label)
-                        & (children[f"tags.{tracking.TAG_SEED}"].astype(str) == str(seed))]
+                        & (children[f"tags.{tracking.TAG_SEED}"] == str(seed))]
         for run_id in mine[mine["status"] == "RUNNING"]["run_id"]:
             tracking.end_run(run_id, "FAILED", f"stale: its worker stopped; the pair was queued again (trial {claim.trial.number})")
     return _interrupted_pairs(parent_id).get((label, seed))
@@ -659,8 +657,9 @@ def _parent_tags(suite: Suite, profile: str) -> dict[str, str]:
     return {**_suite_tags(suite, profile), tracking.TAG_NOTE: f"{suite.description} Profile {profile}: {profile_note}".strip()}
 
 
-def _child_tags(suite: Suite, row: Row, suite_tags: Mapping[str, str]) -> dict[str, str]:
-    return {**suite_tags, tracking.TAG_KIND: "run", tracking.TAG_LABEL: row.label,
+def _child_tags(suite: Suite, row: Row, seed: int, suite_tags: Mapping[str, str]) -> dict[str, str]:
+    # Label and seed from the start: a run killed before its first epoch still says which pair it was.
+    return {**suite_tags, tracking.TAG_KIND: "run", tracking.TAG_LABEL: row.label, tracking.TAG_SEED: str(seed),
             tracking.TAG_NOTE: f"{describe_variant(row.variant)} Suite {suite.name}: {suite.description}"}
 
 

@@ -130,7 +130,12 @@ TAG_RUN_NAME = "mlflow.runName"
 def _set_experiment(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        return mlflow.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        try:
+            return mlflow.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except mlflow.exceptions.MlflowException as exc:  # another machine made it a moment ago
+            experiment = mlflow.get_experiment_by_name(name)
+            if experiment is None:
+                raise exc from None
     if experiment.lifecycle_stage == "deleted":
         MlflowClient().restore_experiment(experiment.experiment_id)
     if EXPERIMENT_KIND_TAG not in experiment.tags:

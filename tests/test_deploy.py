@@ -1,0 +1,228 @@
+"""The many-machine deployment of docs/deploy.md, on loopback: PostgreSQL behind a real
+`mlflow server` with proxied artifacts, two workers that share nothing but the data root and
+the servers (own working directory, own BENCH_CACHE_DIR), and a third directory that has
+never seen their files rebuilding both reports and loading the registered model."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.test_server import free_port
+
+BIN = Path(sys.executable).parent
+
+SUITE = """\
+[suite]
+name = "deploy-suite"
+dataset = "mnist"
+seeds = [0, 1, 2]
+
+[defaults]
+max_train_samples = 2000
+batch_size = 50
+
+[profiles.quick]
+epochs = 2
+
+[profiles.full]
+epochs = 4
+
+[[variants]]
+variant = "softmax"
+
+[[variants]]
+variant = "lenet"
+"""
+
+STUDY = """\
+[study]
+name = "deploy-search"
+dataset = "mnist"
+variant = "lenet"
+epochs = 1
+n_trials = 4
+sampler_seed = 0
+pruner = "none"
+
+[training]
+max_train_samples = 500
+batch_size = 100
+
+[space]
+lr = { low = 1e-3, high = 0.3, log = true }
+width = { low = 2, high = 8 }
+"""
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> str:
+    url = os.environ.get("BENCH_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must start PostgreSQL and set BENCH_TEST_POSTGRES_URL (see .ci/run)")
+        pytest.skip("set BENCH_TEST_POSTGRES_URL=postgresql://user:pass@127.0.0.1/db (CI does)")
+    return url
+
+
+def in_schema(url: str, schema: str) -> str:
+    """The same database, with tables in ``schema`` (MLflow and Optuna both keep an alembic_version table)."""
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="module")
+def deployment(postgres_url, tmp_path_factory):
+    import sqlalchemy
+
+    root = tmp_path_factory.mktemp("deploy")
+    tag = uuid.uuid4().hex[:8]
+    schemas = {"mlflow": f"mlflow_{tag}", "optuna": f"optuna_{tag}"}
+    engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.begin() as conn:
+        for schema in schemas.values():
+            conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    port = free_port()
+    log = open(root / "server.log", "w")
+    server = subprocess.Popen(
+        [shutil.which("mlflow", path=str(BIN)) or "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", in_schema(postgres_url, schemas["mlflow"]),
+         "--artifacts-destination", str(root / "artifact-store")],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root,
+    )
+    tracking_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"{tracking_url}/health", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail("mlflow server did not start: " + (root / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+    yield {"tracking": tracking_url, "optuna": in_schema(postgres_url, schemas["optuna"]), "root": root,
+           "password": urlsplit(postgres_url).password}
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    with engine.begin() as conn:
+        for schema in schemas.values():
+            conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+def machine(deployment, name: str) -> tuple[Path, dict[str, str]]:
+    """A working directory and environment as on its own machine: only the servers and the data root are shared."""
+    home = deployment["root"] / name
+    (home / "studies").mkdir(parents=True)
+    (home / "studies" / "deploy_suite.toml").write_text(SUITE)
+    (home / "studies" / "deploy_search.toml").write_text(STUDY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BENCH_"))}
+    env.update(MLFLOW_TRACKING_URI=deployment["tracking"], BENCH_CACHE_DIR=str(home / "cache"),
+               BENCH_DATA_DIR=os.environ["BENCH_DATA_DIR"], OMP_NUM_THREADS="1", BENCH_SYSTEM_METRICS="0")
+    return home, env
+
+
+def on_both(deployment, command: list[str]) -> list[subprocess.CompletedProcess]:
+    """The same command started at once on both worker machines; both must succeed."""
+    procs = []
+    for name in ("machine-a", "machine-b"):
+        if name not in deployment:
+            deployment[name] = machine(deployment, name)
+        home, env = deployment[name]
+        procs.append(subprocess.Popen([sys.executable, "-m", "bench", *command], cwd=home, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=420)
+        results.append(proc)
+        assert proc.returncode == 0, out[-4000:]
+    return results
+
+
+@pytest.fixture(scope="module")
+def ran(deployment):
+    suite = on_both(deployment, ["suite", "studies/deploy_suite.toml", "--storage", deployment["optuna"], "--quiet"])
+    search = on_both(deployment, ["search", "studies/deploy_search.toml", "--storage", deployment["optuna"], "--quiet"])
+    return suite, search
+
+
+@pytest.fixture(scope="module")
+def client(deployment, ran):
+    mlflow.set_tracking_uri(deployment["tracking"])
+    yield MlflowClient(deployment["tracking"])
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+
+
+def runs_of(client, experiment: str):
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=500)
+
+
+def pids(procs) -> set[str]:
+    return {str(proc.pid) for proc in procs}
+
+
+def test_the_workers_split_the_suite_each_pair_once(client, ran):
+    runs = runs_of(client, "deploy-suite")
+    children = [r for r in runs if r.data.tags.get("bench.kind") == "run"]
+    pairs = sorted((r.data.tags["bench.label"], r.data.tags["bench.seed"]) for r in children)
+    assert pairs == sorted((label, str(seed)) for label in ("softmax", "lenet") for seed in range(3))
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    parents = {r.data.tags["mlflow.parentRunId"] for r in children}
+    assert len(parents) == 1 and len([r for r in runs if r.data.tags.get("bench.kind") == "suite"]) == 1
+    assert {r.data.tags["bench.pid"] for r in children} == pids(ran[0])  # both machines trained
+    assert all(r.info.artifact_uri.startswith("mlflow-artifacts:/") for r in runs)
+
+
+def test_the_search_counts_its_trials_once_and_registers_one_model(client, ran):
+    runs = runs_of(client, "deploy-search")
+    trials = [r for r in runs if r.data.tags.get("bench.kind") == "trial"]
+    assert len(trials) == 4 and {r.info.status for r in trials} == {"FINISHED"}
+    assert {r.data.tags["bench.pid"] for r in trials} == pids(ran[1])
+    versions = client.search_model_versions("name = 'deploy-search-best'")
+    assert len(versions) == 1  # one machine retrained and registered it, the other said so
+    assert client.get_model_version_by_alias("deploy-search-best", "champion").version == versions[0].version
+
+
+def test_a_third_machine_rebuilds_both_reports_and_loads_the_model(deployment, client):
+    home, env = machine(deployment, "machine-c")
+    for target in ("deploy-suite", "deploy-search"):
+        result = subprocess.run([sys.executable, "-m", "bench", "report", target, "--out", f"reports/{target}"],
+                                cwd=home, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        page = (home / "reports" / target / "index.html").read_text()
+        assert "<table" in page
+    assert "softmax" in (home / "reports" / "deploy-suite" / "index.html").read_text()
+    assert "deploy-search-best" in (home / "reports" / "deploy-search" / "index.html").read_text()
+    model = mlflow.pytorch.load_model("models:/deploy-search-best@champion")
+    images = torch.rand(5, 1, 28, 28)
+    assert model(images).shape == (5, 10)
+    assert not (home / "cache" / "tensors").exists()  # it loaded no data set: everything came from the servers
+
+
+def test_no_credential_in_any_param_tag_artifact_or_report(deployment, client):
+    password = deployment["password"]
+    assert password
+    for experiment in ("deploy-suite", "deploy-search"):
+        for run in runs_of(client, experiment):
+            assert password not in repr(run.data.params) + repr(run.data.tags), run.info.run_id
+            local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(
+                deployment["root"] / "downloads" / run.info.run_id))
+            for path in Path(local).rglob("*"):
+                if path.is_file():
+                    assert password.encode() not in path.read_bytes(), path
+    for path in (deployment["root"] / "machine-c" / "reports").rglob("*"):
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path
