@@ -1,6 +1,7 @@
 """How fast is the bench trainer? Against the seed's loop, PyTorch Lightning, and the machine's GEMM peak.
 
     python -m benchmarks.trainer [--cases net:cifar2,lenet:mnist] [--epochs 2] [--threads N] [--device cuda]
+                                 [--contenders seed,lightning,bench] [--repeats R]
 
 Every contender runs in its own fresh process (so one's allocator or thread settings
 cannot help or hurt another), one after the other, same model, same data, same epochs:
@@ -17,7 +18,10 @@ cannot help or hurt another), one after the other, same model, same data, same e
   are expensive).
 
 Seconds per epoch are the median over epochs after the first (the first pays one-off
-costs, reported separately). Goals: bench >= 5x the seed loop and >= 1.5x Lightning per
+costs, reported separately); with ``--repeats R`` every contender runs R times, in
+alternation, and the table gives the median of the R runs and their spread (max - min),
+which is how to tell a lever from noise (e.g. ``--contenders bench --repeats 5`` for the
+malloc tuning). Goals: bench >= 5x the seed loop and >= 1.5x Lightning per
 epoch, at the same final train accuracy within 1 point. Exits 1 when a measured goal is
 missed. Also prints achieved training GFLOP/s against this machine's dense fp32 and bf16
 GEMM GFLOP/s.
@@ -231,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where every contender trains (default cpu)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--contenders", default="seed,lightning,bench",
+                        help="which to run: seed, lightning, bench (bench also runs with the malloc tuning off)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each contender, alternating (default 1)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -249,28 +256,41 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"machine: {cpu_model()} ({cpu_isa()}), {os.cpu_count()} cores, device {args.device}, torch {torch.__version__}, "
           f"{args.threads} threads; dense GEMM 2048^2: fp32 {gemm['fp32']:.0f} GFLOP/s, bf16 {gemm['bf16']:.0f} GFLOP/s")
-    lightning = _lightning_available()
-    if not lightning:
+    chosen = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in ("seed", "lightning", "bench")]
+    if unknown or args.repeats < 1:
+        parser.error(f"--contenders {args.contenders!r} / --repeats {args.repeats}: accepted: a subset of "
+                     "seed,lightning,bench and repeats >= 1")
+    lightning = "lightning" in chosen and _lightning_available()
+    if "lightning" in chosen and not lightning:
         print("lightning: not installed (pip install -e '.[bench]'); its goal is not measured")
-    print(f"{'case':<14}{'contender':<22}{'s/epoch':>9}{'first':>8}{'img/s':>9}{'train acc':>11}{'GFLOP/s':>9}{'speed-up':>10}")
+    plan = [(name, contender, tuned) for name, contender, tuned in (
+        ("seed", "seed", False), ("lightning", "lightning", False), ("bench", "bench", True),
+        ("bench, malloc untuned", "bench", False),
+    ) if contender in chosen and (contender != "lightning" or lightning)]
+    print(f"{'case':<14}{'contender':<22}{'s/epoch':>9}{'spread':>8}{'first':>8}{'img/s':>9}{'train acc':>11}"
+          f"{'GFLOP/s':>9}{'speed-up':>10}")
     misses = []
     for pair in args.cases.split(","):
         variant, dataset = pair.split(":")
         case = {"variant": variant, "dataset": dataset, "epochs": args.epochs, "seed": args.seed, "device": args.device}
-        runs = {"seed": _child("seed", case, args.threads, False)}
-        if lightning:
-            runs["lightning"] = _child("lightning", case, args.threads, False)
-        runs["bench"] = _child("bench", case, args.threads, True)
-        runs["bench, malloc untuned"] = _child("bench", case, args.threads, False)
-        flop = runs["bench"]["flop_per_image"]  # forward + backward of one training step, per image
-        steady = {k: statistics.median(r["seconds"][1:] or r["seconds"]) for k, r in runs.items()}
+        repeats: dict[str, list[dict]] = {name: [] for name, _, _ in plan}
+        for _ in range(args.repeats):  # alternating, so a drift of the machine hits every contender alike
+            for name, contender, tuned in plan:
+                repeats[name].append(_child(contender, case, args.threads, tuned))
+        per_run = {k: [statistics.median(r["seconds"][1:] or r["seconds"]) for r in rs] for k, rs in repeats.items()}
+        steady = {k: statistics.median(v) for k, v in per_run.items()}
+        runs = {k: rs[0] for k, rs in repeats.items()}
+        flop = runs["bench"]["flop_per_image"] if "bench" in runs else None  # forward + backward per image
+        reference = "seed" if "seed" in runs else next(iter(runs))
         for name, r in runs.items():
             images_per_s = r["images"] / steady[name]
-            speedup = steady["seed"] / steady[name]
-            print(f"{pair:<14}{name:<22}{steady[name]:>9.2f}{r['seconds'][0]:>8.2f}{images_per_s:>9.0f}"
-                  f"{r['train_acc']:>11.4f}{images_per_s * flop / 1e9:>9.1f}{speedup:>9.1f}x")
+            speedup = steady[reference] / steady[name]
+            gflops = f"{images_per_s * flop / 1e9:>9.1f}" if flop else f"{'':>9}"
+            print(f"{pair:<14}{name:<22}{steady[name]:>9.2f}{max(per_run[name]) - min(per_run[name]):>8.2f}"
+                  f"{r['seconds'][0]:>8.2f}{images_per_s:>9.0f}{r['train_acc']:>11.4f}{gflops}{speedup:>9.2f}x")
         for rival, goal in (("seed", GOAL_VS_SEED), ("lightning", GOAL_VS_LIGHTNING)):
-            if rival not in runs:
+            if rival not in runs or "bench" not in runs:
                 continue
             speedup = steady[rival] / steady["bench"]
             same = abs(runs[rival]["train_acc"] - runs["bench"]["train_acc"]) <= ACCURACY_TOLERANCE

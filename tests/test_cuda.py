@@ -55,3 +55,23 @@ def test_cuda_runs_repeat_with_the_same_seed():
     first = train(config("cuda", epochs=1), progress=False)
     second = train(config("cuda", epochs=1), progress=False)
     assert abs(first.final.val_acc - second.final.val_acc) <= 0.002  # cuDNN may pick other kernels
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_suite_workers_take_one_device_each(tmp_path):
+    from bench import tracking
+    from bench.suite import load_suite, run_suite_workers
+
+    path = tmp_path / "two-gpus.toml"
+    path.write_text(
+        '[suite]\nname = "two-gpus"\ndataset = "mnist"\nseeds = [0, 1, 2, 3]\n'
+        "[defaults]\nmax_train_samples = 4000\n[profiles.quick]\nepochs = 2\n[profiles.full]\nepochs = 2\n"
+        '[[variants]]\nvariant = "lenet"\n'
+    )
+    outcome = run_suite_workers(load_suite(path), "quick", workers=2, log_models=False, echo=lambda _: None)
+    children = tracking.child_runs(outcome.parent_run_id)
+    by_pid = children.groupby("tags.bench.pid")["params.device"].agg(set)
+    assert set(children["params.device"]) <= {"cuda:0", "cuda:1"}
+    assert all(len(devices) == 1 for devices in by_pid), by_pid  # each worker stays on its own device
+    if len(by_pid) == 2:  # both workers claimed runs: one device each
+        assert set().union(*by_pid) == {"cuda:0", "cuda:1"}

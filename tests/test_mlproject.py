@@ -57,7 +57,7 @@ def test_main_style_suite_lands_in_the_suites_experiment_with_readable_names(tra
         env.pop(key, None)
     result = subprocess.run(
         [mlflow_cli(), "run", str(REPO), "--env-manager", "local", "-e", "suite",
-         "-P", f"file={REPO / 'studies' / 'mnist_seeds.toml'}", "-P", "max_train_samples=300"],
+         "-P", f"file={REPO / 'studies' / 'mnist_seeds.toml'}", "-P", "max_train_samples=300", "-P", "workers=2"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
