@@ -445,7 +445,8 @@ def run_suite_workers(
         parent_id = _open_parent(suite, profile, experiment_id, rows, parent_id)
         owner = True
         storage = str(SUITE_STORAGE_DIR / f"{parent_id}.journal")
-        queue = search.PairQueue(storage, study_name or f"{suite.name} [{profile}] {parent_id}")
+        # One study per plan: resuming with more seeds queues the new pairs in a study of their own.
+        queue = search.PairQueue(storage, study_name or f"{suite.name} [{profile}] {parent_id} plan {digest}")
         if not queue.create(digest):
             queue.parent(digest)  # resuming: the same plan, or a clear error
     else:

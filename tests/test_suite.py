@@ -280,3 +280,13 @@ def test_workers_must_be_at_least_one(tmp_path, capsys):
         main(["suite", str(write_suite(tmp_path, "zero-workers")), "--workers", "0"])
     assert exit_.value.code == 2
     assert "--workers 0 is not accepted; accepted: an integer >= 1" in capsys.readouterr().err
+
+
+def test_resuming_on_workers_with_more_seeds_runs_only_the_new_pairs(tmp_path):
+    suite = load_suite(write_suite(tmp_path, "workers-resume"))
+    # One worker in this process: the same queue and resume path as K, without K process start-ups.
+    settings = dict(workers=1, log_models=False, progress=False, echo=lambda _: None)
+    first = run_suite_workers(suite, "quick", seeds=[0], **settings)
+    again = run_suite_workers(suite, "quick", seeds=[0, 1], resume=True, **settings)
+    assert again.parent_run_id == first.parent_run_id and (again.ran, again.skipped) == (2, 2)
+    assert [status for *_, status in _pairs(first.parent_run_id)] == ["FINISHED"] * 4
