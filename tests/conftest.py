@@ -72,6 +72,21 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory):
             os.environ[key] = value
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _tracking_uri_left_as_found(tracking_store):
+    """Fails the module that leaves another tracking URI behind, rather than every module after it
+    (which would then retry for minutes against a server that has stopped)."""
+    from mlflow.tracking._tracking_service import utils
+
+    yield
+    pinned, current = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    utils._tracking_uri = None
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_store
+    if pinned is not None or current != tracking_store:
+        pytest.fail(f"this module left the tracking URI at {pinned or current!r} (mlflow.set_tracking_uri pins it "
+                    "process-wide); set MLFLOW_TRACKING_URI with monkeypatch instead")
+
+
 @pytest.fixture
 def make_image_folder():
     return write_image_folder

@@ -161,9 +161,11 @@ def ran(deployment):
 
 @pytest.fixture(scope="module")
 def client(deployment, ran):
-    mlflow.set_tracking_uri(deployment["tracking"])
-    yield MlflowClient(deployment["tracking"])
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    # Through the environment, not mlflow.set_tracking_uri: that one pins a process-wide URI (and
+    # rewrites MLFLOW_TRACKING_URI), and every later test would talk to this module's stopped server.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", deployment["tracking"])
+        yield MlflowClient(deployment["tracking"])
 
 
 def runs_of(client, experiment: str):

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from bench import tracking
@@ -207,10 +208,16 @@ ACCURACY = ["label", "n_seeds", "train_acc_mean", "train_acc_std", "val_acc_mean
 
 def test_two_workers_give_the_serial_summary_and_run_each_pair_once():
     suite = load_suite(REPO / "studies" / "mnist_seeds.toml")
-    settings = dict(seeds=[0, 1], overrides={"max_train_samples": 2000}, log_models=False, progress=False,
-                    echo=lambda _: None)
-    serial = run_suite(suite, "quick", experiment="mnist-seeds serial", **settings)
-    parallel = run_suite_workers(suite, "quick", experiment="mnist-seeds workers", workers=2, **settings)
+    # One torch thread a run in both: CPU reductions (batch norm) round differently with another
+    # thread count, and workers otherwise take cores/K threads each.
+    settings = dict(seeds=[0, 1], overrides={"max_train_samples": 2000, "threads": 1}, log_models=False,
+                    progress=False, echo=lambda _: None)
+    threads = torch.get_num_threads()
+    try:
+        serial = run_suite(suite, "quick", experiment="mnist-seeds serial", **settings)
+        parallel = run_suite_workers(suite, "quick", experiment="mnist-seeds workers", workers=2, **settings)
+    finally:
+        torch.set_num_threads(threads)
     pairs = _pairs(parallel.parent_run_id)
     assert pairs == _pairs(serial.parent_run_id)  # the same 8 pairs, each once, all FINISHED
     assert len(pairs) == 8 and {status for *_, status in pairs} == {"FINISHED"}
