@@ -32,12 +32,17 @@ _malloc_tuned: bool | None = None
 
 
 def tune_malloc() -> bool:
-    """Keep freed buffers up to 32 MiB in glibc's heap (once per process). True if applied."""
+    """Keep freed buffers up to 32 MiB in glibc's heap (once per process), only where
+    ``BENCH_MALLOC_TUNING=1`` asks for it. True if applied.
+
+    Off by default: measured with repeats inside the trainer it changed nothing on either CPU
+    kind here (docs/performance.md), while it can keep up to 256 MiB of freed heap.
+    """
     global _malloc_tuned
     if _malloc_tuned is not None:
         return _malloc_tuned
     _malloc_tuned = False
-    if os.environ.get("BENCH_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+    if os.environ.get("BENCH_MALLOC_TUNING", "0") != "1" or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
