@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -561,8 +563,6 @@ def _work(queue, suite: Suite, profile: str, by_pair, parent_id: str, worker_ind
             if not told_waiting:
                 echo(f"{who} nothing left to claim; waiting while {running} pair(s) run on other workers")
                 told_waiting = True
-            import time
-
             time.sleep(POLL_S)
             continue
         told_waiting = False
@@ -605,7 +605,6 @@ def _start_workers(suite: Suite, profile: str, plan, overrides: Mapping[str, Any
                    echo: Callable[[str], None]) -> None:
     """``workers`` processes on this machine, each with its share of the cores, or its own GPU when
     there are several; returns when they have all ended."""
-    import os
     import subprocess
     import sys
 
@@ -732,15 +731,25 @@ def _interrupted_pairs(parent_id: str) -> dict[tuple[str, int], str]:
 
 
 class EpochLine:
-    """Trainer callback: one plain line per epoch, so a suite's log is never silent for minutes."""
+    """Trainer callback: one plain line per epoch, and one every ``every_s`` seconds inside an epoch
+    that takes longer (a 100-block net on a CPU), so a log is never silent for minutes."""
 
-    def __init__(self, name: str, echo: Callable[[str], None]) -> None:
-        self.name, self.echo, self.epochs = name, echo, 0
+    def __init__(self, name: str, echo: Callable[[str], None], every_s: float = 30.0) -> None:
+        self.name, self.echo, self.every_s, self.epochs = name, echo, every_s, 0
+        self.last = time.monotonic()
 
     def on_train_start(self, info) -> None:
         self.epochs = info.config.epochs
+        self.last = time.monotonic()
+
+    def on_step_end(self, epoch: int, step: int, steps: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every_s and step < steps:
+            self.last = now
+            self.echo(f"    {self.name} epoch {epoch}/{self.epochs}: step {step}/{steps}")
 
     def on_epoch_end(self, m) -> None:
+        self.last = time.monotonic()
         self.echo(f"    {self.name} epoch {m.epoch}/{self.epochs}: train acc {m.train_acc:.4f}, val acc {m.val_acc:.4f}, "
                   f"{m.epoch_time_s:.1f} s")
 

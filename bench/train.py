@@ -1,7 +1,7 @@
 """The one trainer: any registered variant, any data set, CPU or CUDA, from one ``TrainConfig``.
 
 It knows nothing about tracking or hyper-parameter search. Observers subscribe as
-callbacks (``on_train_start``, ``on_epoch_end``, ``on_train_end``); an exception raised
+callbacks (``on_train_start``, ``on_step_end``, ``on_epoch_end``, ``on_train_end``); an exception raised
 by a callback (an Optuna prune, say) stops training and propagates.
 
 Speed notes, since these nets are tiny and overheads dominate:
@@ -119,6 +119,7 @@ class TrainResult:
 
 class Callback(Protocol):
     def on_train_start(self, info: RunInfo) -> None: ...
+    def on_step_end(self, epoch: int, step: int, steps: int) -> None: ...  # host-side only: no device sync
     def on_epoch_end(self, metrics: EpochMetrics) -> None: ...
     def on_checkpoint(self, saved: CheckpointSaved) -> None: ...
     def on_train_end(self, result: TrainResult) -> None: ...
@@ -227,6 +228,7 @@ def train(
         hardware(device), flop_per_image, peak, start_epoch,
     )
     _notify(callbacks, "on_train_start", info)
+    step_hooks = [cb.on_step_end for cb in callbacks if hasattr(cb, "on_step_end")]
 
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         model.train()
@@ -251,6 +253,8 @@ def train(
             step_losses[step] = loss.detach()
             correct += (logits.argmax(1) == yb).sum()
             bar.update()
+            for hook in step_hooks:
+                hook(epoch, step + 1, steps)
         bar.close()
         # The epoch's one host sync: everything accumulated on the device comes back here.
         first_bad = torch.where(torch.isfinite(step_losses), steps, torch.arange(steps, device=device)).min()

@@ -60,6 +60,34 @@ def test_callbacks_see_start_every_epoch_and_end_in_order():
     assert events == [("start", 18_090, 512), ("epoch", 1), ("epoch", 2), ("end", 2)]
 
 
+def test_step_hooks_see_every_step_of_every_epoch_in_order():
+    seen = []
+
+    class Steps:
+        def on_step_end(self, epoch, step, steps):
+            seen.append((epoch, step, steps))
+
+    train(tiny(epochs=2), [Steps()], progress=False)
+    steps = math.ceil(512 / 64)
+    assert seen == [(epoch, step, steps) for epoch in (1, 2) for step in range(1, steps + 1)]
+
+
+def test_epoch_lines_speak_inside_an_epoch_longer_than_their_interval():
+    from bench.suite import EpochLine
+
+    lines: list[str] = []
+    train(tiny(epochs=2), [EpochLine("net seed=0", lines.append, every_s=0.0)], progress=False)
+    steps = math.ceil(512 / 64)
+    inside = [line for line in lines if ": step " in line]
+    ends = [line for line in lines if "val acc" in line]
+    assert len(ends) == 2 and ends[0].startswith("    net seed=0 epoch 1/2: train acc ")
+    assert len(inside) == 2 * (steps - 1)  # every step but an epoch's last, which its own line reports
+    assert inside[0] == f"    net seed=0 epoch 1/2: step 1/{steps}"
+    quiet: list[str] = []
+    train(tiny(epochs=1), [EpochLine("net seed=0", quiet.append)], progress=False)  # default: every 30 s
+    assert [line for line in quiet if ": step " in line] == [] and len(quiet) == 1
+
+
 def test_an_exception_in_a_callback_stops_training():
     class Stop(Exception):
         pass

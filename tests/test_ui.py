@@ -110,21 +110,27 @@ def test_system_metrics_tab_draws_charts(ui_suite, browser, tmp_path):
     slow = children[(children["tags.bench.label"] == "lenet") & (children["tags.bench.seed"] == "0")]["run_id"].iloc[0]
     url = f"{ui_suite['url']}/#/experiments/{ui_suite['experiment']}/runs/{slow}/system-metrics"
     # The charts below the fold render when scrolled to; the first row is always drawn.
-    text = page_text(browser, url, "System metrics", "cpu_utilization_percentage", "disk_usage_megabytes",
-                     shot=tmp_path / "system-metrics.png")
-    assert "lenet seed=0" in text
-    charts = browser.execute_script("return document.querySelectorAll('.js-plotly-plot').length")
-    assert charts >= 2, charts
+    page_text(browser, url, "System metrics", "cpu_utilization_percentage", "disk_usage_megabytes", "lenet seed=0",
+              shot=tmp_path / "system-metrics.png")
+    # The chart titles are text before plotly has drawn into them: wait for the plots themselves.
+    deadline, charts = time.monotonic() + 60, 0
+    while time.monotonic() < deadline:
+        charts = browser.execute_script("return document.querySelectorAll('.js-plotly-plot').length")
+        if charts >= 2:
+            break
+        time.sleep(1)
+    browser.save_screenshot(str(tmp_path / "system-metrics-drawn.png"))
+    assert charts >= 2, f"{charts} plotly chart(s) drawn after 60 s"
 
 
 def test_compare_page_of_the_suites_children_renders(ui_suite, browser, tmp_path):
     ids = list(ui_suite["children"]["run_id"])
     url = (f"{ui_suite['url']}/#/compare-runs?runs={json.dumps(ids)}"
            f"&experiments={json.dumps([ui_suite['experiment']])}")
-    text = page_text(browser, url, f"Comparing {len(ids)} Runs", "Parameters", shot=tmp_path / "compare.png")
-    for label in ("softmax", "lenet"):
-        assert f"{label} seed=0" in text and f"{label} seed=1" in text
-    assert "val_acc" in text and "knob.width" in text
+    names = [f"{label} seed={seed}" for label in ("softmax", "lenet") for seed in (0, 1)]
+    # Every needle is waited for: the page fills its tables in several passes.
+    page_text(browser, url, f"Comparing {len(ids)} Runs", "Parameters", "val_acc", "knob.width", *names,
+              shot=tmp_path / "compare.png")
 
 
 STUDY = """\
