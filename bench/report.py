@@ -594,8 +594,9 @@ Parent run <a href="{e(run_url(parent.info.run_id))}">{e(parent.info.run_id)}</a
 </tbody>
 </table>
 <p>Accuracies are the final epoch's, mean ± sample std over seeds. {e(method_note(n_compared)) if baseline else 'This suite declares no baseline, so there are no verdicts.'}
-Published values are the sources' own figures; "ours −" is our mean minus theirs, given only where our
-runs trained for as many epochs as the source's figure. GFLOP/s: training FLOPs per image
+Published values are the sources' own figures at our runs' epochs (a figure taken after as many
+epochs, or the source's per-epoch curve there); "ours −" is our mean minus theirs, judged against 2
+points only at equal epochs, and otherwise shown with both epochs. GFLOP/s: training FLOPs per image
 (forward + backward, counted once with <code>torch.utils.flop_counter</code>) times images per second;
 % of GEMM: that against the machine's dense GEMM rate, measured once per machine.
 Run links open the MLflow UI at <code>{e(ui_url)}</code> (start it with <code>mlflow ui</code> on the same store).</p>

@@ -772,6 +772,7 @@ def _data_for(config: TrainConfig, cache: dict[tuple, DataSplits]) -> DataSplits
 
 
 SUMMARY_METRICS = ("train_acc", "val_acc", "test_acc")
+SOURCE_SUFFIXES = ("", "_epochs", "_diff", "_within_2pt")  # of a summary's <source>.<metric> columns
 VERDICT_COLUMNS = ["baseline_diff", "baseline_ci_low", "baseline_ci_high", "baseline_p_holm", "verdict"]
 
 
@@ -779,8 +780,10 @@ def summarize(children: pd.DataFrame, suite: Suite | None = None) -> pd.DataFram
     """One row per suite row: accuracy mean and std over FINISHED seeds, size and speed, the
     machines it ran on, the verdict against the suite's baseline and the sources' numbers.
 
-    Source columns are ``<source>.<metric>``, ``<source>.<metric>_diff`` (ours - published,
-    empty where our epochs differ from the source's) and ``<source>.<metric>_within_2pt``.
+    Source columns are ``<source>.<metric>`` (the published value at our epochs where the source
+    has one, else its figure), ``<source>.<metric>_epochs`` (the epochs that value was taken at),
+    ``<source>.<metric>_diff`` (ours - published) and ``<source>.<metric>_within_2pt`` (empty where
+    the epochs differ: not judged).
     """
     from .verdicts import against_baseline, against_source
 
@@ -838,7 +841,7 @@ def summarize(children: pd.DataFrame, suite: Suite | None = None) -> pd.DataFram
             ]
             for metric in SUMMARY_METRICS:
                 if any(metric in f for f in found):
-                    for suffix in ("", "_diff", "_within_2pt"):
+                    for suffix in SOURCE_SUFFIXES:
                         summary[f"{source}.{metric}{suffix}"] = [f.get(f"{metric}{suffix}") for f in found]
     return summary
 
@@ -847,7 +850,7 @@ def published_columns(summary: pd.DataFrame) -> list[tuple[str, str]]:
     """The (source, metric) pairs the summary has published numbers for, in column order."""
     pairs = []
     for column in summary.columns:
-        if "." in column and not column.endswith(("_diff", "_within_2pt")):
+        if "." in column and not column.endswith(SOURCE_SUFFIXES[1:]):
             source, metric = column.rsplit(".", 1)
             pairs.append((source, metric))
     return pairs
@@ -862,12 +865,15 @@ def baseline_cell(row: Mapping[str, Any]) -> str:
 
 
 def published_cell(row: Mapping[str, Any], source: str, metric: str) -> str:
-    """``0.9000 -0.0110 (within 2 pt)``: a source's value, ours minus it, and the 2-point check."""
+    """``0.9000 -0.0110 (within 2 pt)``: a source's value, ours minus it, and the 2-point check;
+    ``0.9211 -0.0513 (theirs after 2 epochs, ours 1)`` where the source has no figure at our epochs."""
     value, diff, ok = row[f"{source}.{metric}"], row[f"{source}.{metric}_diff"], row[f"{source}.{metric}_within_2pt"]
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if diff is None or math.isnan(diff):
-        return f"{value:.4f} (other epochs)"
+        return f"{value:.4f}"
+    if ok is None or (isinstance(ok, float) and math.isnan(ok)):  # epochs differ: compared, not judged
+        return f"{value:.4f} {diff:+.4f} (theirs after {int(row[f'{source}.{metric}_epochs'])} epochs, ours {int(row['epochs'])})"
     return f"{value:.4f} {diff:+.4f} ({'within' if ok else 'beyond'} 2 pt)"
 
 
@@ -907,8 +913,9 @@ def format_summary(summary: pd.DataFrame) -> str:
     n_compared = int(summary["baseline_p_holm"].notna().sum())
     lines.append(method_note(n_compared))
     if published_columns(summary):
-        lines.append("Sources: published value, ours minus it, and whether that is within 2 points; "
-                     "'other epochs' when our runs trained for a different number of epochs than the source.")
+        lines.append("Sources: published value at our epochs (the source's figure, or its per-epoch curve), ours "
+                     "minus it, and whether that is within 2 points; where the source has no value at our epochs, "
+                     "the difference from its figure with both epochs, not judged.")
     machines = sorted({m for ms in summary["machines"] for m in ms.split("; ")})
     if len(machines) > 1:
         lines.append(f"Runs came from {len(machines)} machines ({' | '.join(machines)}): seconds per epoch do not compare.")

@@ -8,8 +8,11 @@ rows compared at once do not produce a false "better" one time in two. The inter
 are the per-comparison 95 % ones. A row or baseline with one seed gets no verdict: a
 t-test needs at least two seeds on each side.
 
-Against a published number: ours minus theirs, and whether that is within 2 points,
-only where our runs trained for as many epochs as the source did.
+Against a published number: ours minus theirs, and whether that is within 2 points, taken
+at our epochs: the source's figure when it was taken after as many epochs as our runs
+trained, else the point of its per-epoch curve at our epochs. Where the source has neither,
+the difference from its figure is still given, marked with the source's epochs, but is not
+judged: a 1-epoch run is not "beyond 2 points" of a 100-epoch figure.
 """
 
 from __future__ import annotations
@@ -80,22 +83,30 @@ def method_note(n_compared: int) -> str:
 
 def against_source(ours: Mapping[str, float], our_epochs: int, published: Mapping[str, Any],
                    source_epochs: int | None) -> dict[str, Any]:
-    """Per metric the source gives: its value, ours minus it and whether within 2 points.
+    """Per metric the source gives: the published value used, the epochs it was taken at, ours
+    minus it, and whether that is within 2 points (None where the epochs differ).
 
-    Differences are left empty (NaN, "not comparable") when our runs trained for a
-    different number of epochs than the source's figure was taken at.
+    The value is the figure when the source took it at ``our_epochs`` (or gives no epochs), else
+    its ``curve`` point at ``our_epochs`` (a curve is of the reference's first metric), else the
+    figure itself at its own epochs, compared but not judged.
     """
     epochs = published.get("epochs", source_epochs)
-    comparable = epochs is None or int(epochs) == int(our_epochs)
-    out: dict[str, Any] = {"epochs": epochs, "comparable": comparable}
+    curve = published.get("curve", {})
+    curve_metric = next((m for m in ("train_acc", "val_acc", "test_acc") if m in published), None)
+    out: dict[str, Any] = {"epochs": epochs, "comparable": True}
     for metric in ("train_acc", "val_acc", "test_acc"):
         if metric not in published:
             continue
-        value = float(published[metric])
-        diff = ours.get(metric, math.nan) - value if comparable else math.nan
+        value, at = float(published[metric]), epochs
+        if at is not None and int(at) != int(our_epochs) and metric == curve_metric and str(our_epochs) in curve:
+            value, at = float(curve[str(our_epochs)]), int(our_epochs)
+        comparable = at is None or int(at) == int(our_epochs)
+        diff = ours.get(metric, math.nan) - value
         out[metric] = value
+        out[f"{metric}_epochs"] = at
         out[f"{metric}_diff"] = diff
-        out[f"{metric}_within_2pt"] = (abs(diff) <= WITHIN + 1e-12) if not math.isnan(diff) else None
+        out[f"{metric}_within_2pt"] = (abs(diff) <= WITHIN + 1e-12) if comparable and not math.isnan(diff) else None
+        out["comparable"] = out["comparable"] and comparable
     return out
 
 

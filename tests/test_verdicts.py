@@ -57,13 +57,36 @@ def test_no_baseline_and_identical_runs():
     assert same.loc["twin", "verdict"] == "identical runs"
 
 
-def test_published_difference_only_at_the_same_epochs():
+def test_published_difference_is_judged_only_at_the_same_epochs():
     ours = {"train_acc": 0.95, "val_acc": 0.885, "test_acc": 0.88}
     hit = against_source(ours, 100, {"train_acc": 0.93, "val_acc": 0.90}, source_epochs=100)
     assert hit["val_acc_diff"] == pytest.approx(-0.015) and hit["val_acc_within_2pt"] is True
     assert hit["train_acc_diff"] == pytest.approx(0.02) and hit["train_acc_within_2pt"] is True
+    assert hit["val_acc_epochs"] == 100 and hit["comparable"]
     assert "test_acc" not in hit
+    # Other epochs and no curve: the difference from the figure is given, with its epochs, but not judged.
     off = against_source(ours, 100, {"test_acc": 0.9834, "epochs": 9}, source_epochs=None)
-    assert math.isnan(off["test_acc_diff"]) and off["test_acc_within_2pt"] is None and not off["comparable"]
+    assert off["test_acc_diff"] == pytest.approx(0.88 - 0.9834) and off["test_acc_epochs"] == 9
+    assert off["test_acc_within_2pt"] is None and not off["comparable"]
     far = against_source(ours, 9, {"test_acc": 0.9834, "epochs": 9}, source_epochs=None)
     assert far["test_acc_within_2pt"] is False
+
+
+def test_a_published_curve_gives_the_value_at_our_epochs():
+    ours = {"train_acc": 0.95, "val_acc": 0.95, "test_acc": 0.95}
+    lenet = {"test_acc": 0.9834, "epochs": 9, "curve": {"1": 0.9461, "2": 0.9643, "9": 0.9834}}
+    one = against_source(ours, 1, lenet, source_epochs=None)
+    assert one["test_acc"] == 0.9461 and one["test_acc_epochs"] == 1 and one["comparable"]
+    assert one["test_acc_diff"] == pytest.approx(0.95 - 0.9461) and one["test_acc_within_2pt"] is True
+    three = against_source(ours, 3, lenet, source_epochs=None)  # no point at 3 epochs: the figure, not judged
+    assert three["test_acc"] == 0.9834 and three["test_acc_epochs"] == 9 and three["test_acc_within_2pt"] is None
+
+
+def test_published_cells_say_when_the_epochs_differ():
+    from bench.suite import published_cell
+
+    row = {"epochs": 1, "s.test_acc": 0.9211, "s.test_acc_epochs": 2, "s.test_acc_diff": -0.0513,
+           "s.test_acc_within_2pt": None}
+    assert published_cell(row, "s", "test_acc") == "0.9211 -0.0513 (theirs after 2 epochs, ours 1)"
+    row.update({"s.test_acc_epochs": 1, "s.test_acc_within_2pt": False})
+    assert published_cell(row, "s", "test_acc") == "0.9211 -0.0513 (beyond 2 pt)"
