@@ -32,7 +32,7 @@ from . import __version__, tracking  # noqa: E402
 from .suite import (  # noqa: E402
     SUMMARY_METRICS, TAG_ROWS, Suite, SuiteError, baseline_cell, parse_suite, published_cell, published_columns, summarize,
 )
-from .verdicts import method_note  # noqa: E402
+from .verdicts import curve_metric, method_note  # noqa: E402
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_UI = "http://127.0.0.1:5000"
@@ -288,7 +288,7 @@ def _curves_chart(histories: pd.DataFrame, summary: pd.DataFrame, suite: Suite |
         for source, numbers in (rows[label].reference.items() if label in rows else []):
             curve = numbers.get("curve")
             if curve:
-                metric = next((m for m in ("test_acc", "val_acc", "train_acc") if m in numbers), "accuracy")
+                metric = curve_metric(numbers) or "accuracy"
                 epochs = sorted(int(e) for e in curve)
                 axes[0].plot(epochs, [curve[str(e)] for e in epochs], linestyle="--", marker="x", color=color,
                              label=f"{label}: {source} ({metric.replace('_', ' ')})")

@@ -81,24 +81,29 @@ def method_note(n_compared: int) -> str:
     )
 
 
+def curve_metric(published: Mapping[str, Any]) -> str | None:
+    """Which accuracy a reference's per-epoch ``curve`` is of: its test, else val, else train figure."""
+    return next((m for m in ("test_acc", "val_acc", "train_acc") if m in published), None)
+
+
 def against_source(ours: Mapping[str, float], our_epochs: int, published: Mapping[str, Any],
                    source_epochs: int | None) -> dict[str, Any]:
     """Per metric the source gives: the published value used, the epochs it was taken at, ours
     minus it, and whether that is within 2 points (None where the epochs differ).
 
     The value is the figure when the source took it at ``our_epochs`` (or gives no epochs), else
-    its ``curve`` point at ``our_epochs`` (a curve is of the reference's first metric), else the
+    its ``curve`` point at ``our_epochs`` (a curve is of ``curve_metric``), else the
     figure itself at its own epochs, compared but not judged.
     """
     epochs = published.get("epochs", source_epochs)
     curve = published.get("curve", {})
-    curve_metric = next((m for m in ("train_acc", "val_acc", "test_acc") if m in published), None)
+    curve_of = curve_metric(published)
     out: dict[str, Any] = {"epochs": epochs, "comparable": True}
     for metric in ("train_acc", "val_acc", "test_acc"):
         if metric not in published:
             continue
         value, at = float(published[metric]), epochs
-        if at is not None and int(at) != int(our_epochs) and metric == curve_metric and str(our_epochs) in curve:
+        if at is not None and int(at) != int(our_epochs) and metric == curve_of and str(our_epochs) in curve:
             value, at = float(curve[str(our_epochs)]), int(our_epochs)
         comparable = at is None or int(at) == int(our_epochs)
         diff = ours.get(metric, math.nan) - value
