@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 
 _M_TRIM_THRESHOLD = -1
@@ -101,6 +102,8 @@ def device_name(device: torch.device) -> str:
 # ---------------------------------------------------------------------------- hardware
 
 
+# The CPU's name and flags are read from /proc/cpuinfo by hand: psutil (checked with 7.x) reports
+# counts, frequencies and load, but neither the model name nor the ISA flags.
 @functools.cache
 def cpu_model() -> str:
     """The CPU's marketing name (``/proc/cpuinfo``), e.g. ``AMD EPYC`` or ``Intel(R) Xeon(R) ...``."""
@@ -131,10 +134,7 @@ def cpu_isa() -> str:
 
 
 def total_memory_gib() -> float:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        return float("nan")
+    return psutil.virtual_memory().total / 2**30
 
 
 def hardware(device: torch.device) -> dict[str, str]:
@@ -211,13 +211,8 @@ def measure_gemm(device: torch.device, dtype: torch.dtype) -> float:
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` on this host still runs (a zombie, killed but not yet reaped, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
+    except psutil.AccessDenied:  # someone else's process: it exists
         return True

@@ -23,7 +23,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -165,8 +165,49 @@ def train(
     ``resume_from``: a checkpoint file of this same config to continue from; one of
     another config or data raises ``CheckpointError`` before any training.
     """
-    cfg = config.resolve()
     callbacks = list(callbacks)
+    run = _prepare(config.resolve(), data, resume_from, needs_identity=checkpointer is not None)
+    _notify(callbacks, "on_train_start", run.info)
+    show_progress = sys.stderr.isatty() if progress is None else progress
+    step_hooks = [cb.on_step_end for cb in callbacks if hasattr(cb, "on_step_end")]
+    for epoch in range(run.info.start_epoch + 1, run.cfg.epochs + 1):
+        metrics = _train_epoch(run, epoch, step_hooks, show_progress)
+        run.history.append(metrics)
+        _notify(callbacks, "on_epoch_end", metrics)
+        if checkpointer is not None and checkpointer.due(epoch, metrics.epoch_time_s, final=epoch == run.cfg.epochs):
+            _save_checkpoint(run, epoch, checkpointer, callbacks)
+    result = _finish(run)
+    _notify(callbacks, "on_train_end", result)
+    return result
+
+
+@dataclasses.dataclass
+class _Run:
+    """One training run's state: the model, its optimizer and the data, resident on the device."""
+
+    cfg: TrainConfig
+    device: torch.device
+    data: DataSplits
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    l2_params: list[nn.Parameter]  # what an explicit L2 penalty sums over
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    layout: torch.memory_format
+    mean: torch.Tensor
+    std: torch.Tensor
+    generator: torch.Generator  # the batch order
+    identity: dict[str, Any]  # what a checkpoint of this run must match
+    history: list[EpochMetrics]
+    info: RunInfo | None = None
+
+
+def _prepare(cfg: TrainConfig, data: DataSplits | None, resume_from: str | Path | None, needs_identity: bool) -> _Run:
+    """Everything before the first epoch: device, data on it, model, optimizer, and a resumed state."""
     try:
         device = resolve_device(cfg.device)
     except RuntimeError as exc:
@@ -177,7 +218,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     if data is None:
         data = load_data(cfg)
-    identity = ckpt.identity(cfg, data) if (checkpointer or resumed) else {}
+    identity = ckpt.identity(cfg, data) if (needs_identity or resumed) else {}
     if resumed is not None:
         ckpt.check_identity(resumed, identity, resume_from)
     seed_everything(cfg.seed)
@@ -185,130 +226,120 @@ def train(
     num_parameters = count_parameters(model)
     layout = _memory_format(cfg.memory_format, model)
     model = model.to(device=device, memory_format=layout)
-
     mean = torch.tensor(data.mean, device=device)
     std = torch.tensor(data.std, device=device)
     x_train, y_train = _to_device(data.train, device, mean, std, layout)
     x_val, y_val = _to_device(data.val, device, mean, std, layout)
-
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(cfg, trainable)
     dtype = amp_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
 
     def autocast() -> contextlib.AbstractContextManager:
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=dtype)
 
-    n = len(y_train)
+    run = _Run(
+        cfg, device, data, model, _make_optimizer(cfg, trainable), torch.amp.GradScaler(device.type, enabled=dtype is torch.float16),
+        autocast, trainable, x_train, y_train, x_val, y_val, layout, mean, std,
+        torch.Generator(device=device).manual_seed(cfg.seed), identity, [],
+    )
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        run.optimizer.load_state_dict(resumed["optimizer"])
+        run.scaler.load_state_dict(resumed["scaler"])
+        ckpt.restore_rng(resumed["rng"], run.generator, device)
+        run.history = [EpochMetrics(**m) for m in resumed["history"]]
+    flop_per_image = _training_flops_per_image(model, x_train[:2], y_train[:2], autocast, device)
+    run.info = RunInfo(
+        cfg, num_parameters, device_name(device), data.source, len(y_train), len(y_val), len(data.test), model, data,
+        hardware(device), flop_per_image, gemm_gflops(device, dtype or torch.float32), len(run.history),
+    )
+    return run
+
+
+def _train_epoch(run: _Run, epoch: int, step_hooks: Sequence[Callable[[int, int, int], None]],
+                 show_progress: bool) -> EpochMetrics:
+    """One pass over the training split in a seeded order, then the val split; one host sync."""
+    cfg, device, model = run.cfg, run.device, run.model
+    n = len(run.y_train)
     steps = math.ceil(n / cfg.batch_size)
     # Sizes of each step's batch (the last may be short), to weight the epoch's mean loss.
     step_sizes = torch.full((steps,), float(cfg.batch_size), device=device)
     step_sizes[-1] = n - cfg.batch_size * (steps - 1)
     step_losses = torch.empty(steps, device=device)
-    x_batch = torch.empty((cfg.batch_size, *x_train.shape[1:]), device=device).contiguous(memory_format=layout)
+    x_batch = torch.empty((cfg.batch_size, *run.x_train.shape[1:]), device=device).contiguous(memory_format=run.layout)
     y_batch = torch.empty(cfg.batch_size, dtype=torch.int64, device=device)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    show_progress = sys.stderr.isatty() if progress is None else progress
-
-    history: list[EpochMetrics] = []
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scaler.load_state_dict(resumed["scaler"])
-        ckpt.restore_rng(resumed["rng"], generator, device)
-        history = [EpochMetrics(**m) for m in resumed["history"]]
-    start_epoch = len(history)
-
-    flop_per_image = _training_flops_per_image(model, x_train[:2], y_train[:2], autocast, device)
-    peak = gemm_gflops(device, dtype or torch.float32)
-    info = RunInfo(
-        cfg, num_parameters, device_name(device), data.source, n, len(y_val), len(data.test), model, data,
-        hardware(device), flop_per_image, peak, start_epoch,
-    )
-    _notify(callbacks, "on_train_start", info)
-    step_hooks = [cb.on_step_end for cb in callbacks if hasattr(cb, "on_step_end")]
-
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        model.train()
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        order = torch.randperm(n, generator=generator, device=device)
-        start = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False, disable=not show_progress)
-        for step in range(steps):
-            index = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = torch.index_select(x_train, 0, index, out=x_batch[: len(index)])
-            yb = torch.index_select(y_train, 0, index, out=y_batch[: len(index)])
-            with autocast():
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb)
-            objective = loss
-            if cfg.l2 > 0:
-                objective = loss + cfg.l2 * sum(p.pow(2).sum() for p in trainable)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(objective).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step_losses[step] = loss.detach()
-            correct += (logits.argmax(1) == yb).sum()
-            bar.update()
-            for hook in step_hooks:
-                hook(epoch, step + 1, steps)
-        bar.close()
-        # The epoch's one host sync: everything accumulated on the device comes back here.
-        first_bad = torch.where(torch.isfinite(step_losses), steps, torch.arange(steps, device=device)).min()
-        summary = torch.stack([(step_losses * step_sizes).sum() / n, correct.double(), first_bad.double()])
-        train_loss, n_correct, first_bad = summary.tolist()
-        first_bad = int(first_bad)
-        epoch_time = time.perf_counter() - start
-        if first_bad < steps:
-            raise NonFiniteLossError(
-                f"loss became {step_losses[first_bad].item()} at epoch {epoch}, step {first_bad + 1} of {steps} "
-                f"(lr={cfg.lr}, optimizer={cfg.optimizer}); lower the learning rate or check the data"
-            )
-        val_loss, val_acc = _evaluate(model, x_val, y_val, cfg.eval_batch_size, autocast)
-        gflops = flop_per_image * n / epoch_time / 1e9
-        metrics = EpochMetrics(
-            epoch, train_loss, n_correct / n, val_loss, val_acc, epoch_time, n / epoch_time, gflops, gflops / peak
+    model.train()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    order = torch.randperm(n, generator=run.generator, device=device)
+    start = time.perf_counter()
+    bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False, disable=not show_progress)
+    for step in range(steps):
+        index = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        xb = torch.index_select(run.x_train, 0, index, out=x_batch[: len(index)])
+        yb = torch.index_select(run.y_train, 0, index, out=y_batch[: len(index)])
+        with run.autocast():
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+        objective = loss
+        if cfg.l2 > 0:
+            objective = loss + cfg.l2 * sum(p.pow(2).sum() for p in run.l2_params)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(objective).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        step_losses[step] = loss.detach()
+        correct += (logits.argmax(1) == yb).sum()
+        bar.update()
+        for hook in step_hooks:
+            hook(epoch, step + 1, steps)
+    bar.close()
+    # The epoch's one host sync: everything accumulated on the device comes back here.
+    first_bad = torch.where(torch.isfinite(step_losses), steps, torch.arange(steps, device=device)).min()
+    summary = torch.stack([(step_losses * step_sizes).sum() / n, correct.double(), first_bad.double()])
+    train_loss, n_correct, first_bad = summary.tolist()
+    first_bad = int(first_bad)
+    epoch_time = time.perf_counter() - start
+    if first_bad < steps:
+        raise NonFiniteLossError(
+            f"loss became {step_losses[first_bad].item()} at epoch {epoch}, step {first_bad + 1} of {steps} "
+            f"(lr={cfg.lr}, optimizer={cfg.optimizer}); lower the learning rate or check the data"
         )
-        history.append(metrics)
-        _notify(callbacks, "on_epoch_end", metrics)
-        if checkpointer is not None and checkpointer.due(epoch, epoch_time, final=epoch == cfg.epochs):
-            with ckpt.Stopwatch() as watch:
-                state = {
-                    "format": ckpt.FORMAT,
-                    "identity": identity,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": ckpt.rng_state(generator, device),
-                    "history": [dataclasses.asdict(m) for m in history],
-                }
-                path = checkpointer.save(state)
-                _notify(callbacks, "on_checkpoint", CheckpointSaved(path, epoch))
-            checkpointer.record_cost(watch.seconds)
-
-    del x_train, y_train, x_batch  # free the training copy before the test split arrives
-    x_test, y_test = _to_device(data.test, device, mean, std, layout)
-    test_loss, test_acc = _evaluate(model, x_test, y_test, cfg.eval_batch_size, autocast)
-    result = TrainResult(
-        cfg,
-        history,
-        test_loss,
-        test_acc,
-        model,
-        num_parameters,
-        info.device,
-        data.source,
-        data.test.images[:4].float() / 255.0,
-        data.mean,
-        data.std,
-        data.info.classes,
+    val_loss, val_acc = _evaluate(model, run.x_val, run.y_val, cfg.eval_batch_size, run.autocast)
+    gflops = run.info.flop_per_image * n / epoch_time / 1e9
+    return EpochMetrics(
+        epoch, train_loss, n_correct / n, val_loss, val_acc, epoch_time, n / epoch_time, gflops, gflops / run.info.peak_gflops
     )
-    _notify(callbacks, "on_train_end", result)
-    return result
+
+
+def _save_checkpoint(run: _Run, epoch: int, checkpointer: ckpt.Checkpointer, callbacks: Sequence[Any]) -> None:
+    """Model, optimizer, every RNG state and the history, so a killed run continues as if never stopped."""
+    with ckpt.Stopwatch() as watch:
+        state = {
+            "format": ckpt.FORMAT,
+            "identity": run.identity,
+            "epoch": epoch,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "rng": ckpt.rng_state(run.generator, run.device),
+            "history": [dataclasses.asdict(m) for m in run.history],
+        }
+        path = checkpointer.save(state)
+        _notify(callbacks, "on_checkpoint", CheckpointSaved(path, epoch))
+    checkpointer.record_cost(watch.seconds)
+
+
+def _finish(run: _Run) -> TrainResult:
+    """After the last epoch: the test split, evaluated once."""
+    del run.x_train, run.y_train  # free the training copy before the test split arrives
+    x_test, y_test = _to_device(run.data.test, run.device, run.mean, run.std, run.layout)
+    test_loss, test_acc = _evaluate(run.model, x_test, y_test, run.cfg.eval_batch_size, run.autocast)
+    data = run.data
+    return TrainResult(
+        run.cfg, run.history, test_loss, test_acc, run.model, run.info.num_parameters, run.info.device, data.source,
+        data.test.images[:4].float() / 255.0, data.mean, data.std, data.info.classes,
+    )
 
 
 def _training_flops_per_image(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast, device) -> float:

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.data import load_dataset
     from bench.runtime import cpu_isa, cpu_model
-    from bench.suite import load_suite
+    from bench.suites import load_suite
 
     load_dataset(load_suite(args.suite).dataset)  # decoded once, so neither contender pays for it
     print(f"machine: {cpu_model()} ({cpu_isa()}), {os.cpu_count()} logical cores; suite {args.suite} "

@@ -17,7 +17,7 @@ from bench import checkpoint as ckpt
 from bench import tracking
 from bench.config import TrainConfig
 from bench.runner import run_tracked
-from bench.suite import load_suite, run_suite
+from bench.suites import load_suite, run_suite
 from bench.train import train
 
 REPO = Path(__file__).resolve().parents[1]

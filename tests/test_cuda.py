@@ -60,7 +60,7 @@ def test_cuda_runs_repeat_with_the_same_seed():
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_suite_workers_take_one_device_each(tmp_path):
     from bench import tracking
-    from bench.suite import load_suite, run_suite_workers
+    from bench.suites import load_suite, run_suite_workers
 
     path = tmp_path / "two-gpus.toml"
     path.write_text(

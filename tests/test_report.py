@@ -11,7 +11,7 @@ from PIL import Image
 from bench import tracking
 from bench.cli import main
 from bench.report import CHART_DPI, ReportError, build_report
-from bench.suite import load_suite, run_suite
+from bench.suites import load_suite, run_suite
 
 EVIL = "<script>alert(1)</script>"
 SUITE = f"""\

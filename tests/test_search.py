@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from bench import tracking
-from bench.search import Objective, SearchError, load_study, open_study, run_search, _load
+from bench.search import Objective, SearchError, load_study, load_study_data, open_study, run_search
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,7 +159,7 @@ def test_a_pruner_that_must_fire_prunes_and_the_run_says_so(tmp_path):
     parent = tracking.create_run(experiment_id, "parent", {})
     # val_acc can never reach 1.1, so every trial is pruned at its first report.
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))
-    study.optimize(Objective(spec, parent, _load(spec)), n_trials=2)
+    study.optimize(Objective(spec, parent, load_study_data(spec)), n_trials=2)
     assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
     assert all(list(t.intermediate_values) == [1] for t in study.trials)
     for trial in study.trials:

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from bench import tracking
 from bench.cli import main
-from bench.suite import SuiteError, SuiteFailed, load_suite, run_suite, run_suite_workers
+from bench.suites import SuiteError, SuiteFailed, load_suite, run_suite, run_suite_workers
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -73,7 +73,7 @@ def test_step_hooks_see_every_step_of_every_epoch_in_order():
 
 
 def test_epoch_lines_speak_inside_an_epoch_longer_than_their_interval():
-    from bench.suite import EpochLine
+    from bench.progress import EpochLine
 
     lines: list[str] = []
     train(tiny(epochs=2), [EpochLine("net seed=0", lines.append, every_s=0.0)], progress=False)

@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from bench import tracking
-from bench.suite import load_suite, run_suite
+from bench.suites import load_suite, run_suite
 from tests.test_server import free_port, server  # noqa: F401  (the real tracking server fixture)
 
 SUITE = """\

@@ -83,7 +83,7 @@ def test_a_published_curve_gives_the_value_at_our_epochs():
 
 
 def test_published_cells_say_when_the_epochs_differ():
-    from bench.suite import published_cell
+    from bench.suites.summary import published_cell
 
     row = {"epochs": 1, "s.test_acc": 0.9211, "s.test_acc_epochs": 2, "s.test_acc_diff": -0.0513,
            "s.test_acc_within_2pt": None}

@@ -24,6 +24,7 @@ __all__ = [
     "get_model",
     "list_variants",
     "count_parameters",
+    "describe_variant",
 ]
 
 
@@ -166,6 +167,12 @@ def get_model(name: str, shape: InputShape, **knobs: Any) -> nn.Module:
 
 def list_variants() -> list[str]:
     return list(_VARIANTS)
+
+
+def describe_variant(name: str) -> str:
+    """One sentence for a run's description: what the variant is and where it comes from."""
+    variant = get_variant(name)
+    return f"{name}: {variant.description} (from {variant.origin})."
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,43 +1,33 @@
-"""MLflow tracking: the only module of bench that imports mlflow.
+"""MLflow runs: experiments, runs opened and always closed with a true status, tags, artifacts, queries.
 
-The trainer is observed through its callbacks (``MlflowLogger``); runs are opened and
-closed by ``tracked_run`` so that an exception marks a run FAILED (the error as a tag),
-Ctrl-C marks it KILLED, and no run of ours is ever left RUNNING.
-
-The tracking store is MLflow's own default (``sqlite:///mlflow.db`` in the working
-directory) unless ``MLFLOW_TRACKING_URI`` says otherwise, e.g. a tracking server.
+``tracked_run`` opens a run so that an exception marks it FAILED (the error as a tag),
+Ctrl-C marks it KILLED, and no run of ours is ever left RUNNING. The tracking store is
+MLflow's own default (``sqlite:///mlflow.db`` in the working directory) unless
+``MLFLOW_TRACKING_URI`` says otherwise, e.g. a tracking server.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import os
 import platform
-import re
 import socket
 import subprocess
 import tempfile
-import time
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 import torch
-from mlflow.data.dataset_source_registry import resolve_dataset_source
-from mlflow.entities import DatasetInput, InputTag, RunStatus, RunTag
-from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
+from mlflow.entities import RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from . import __version__
-from .models import Normalize
-from .runtime import process_alive
+from .. import __version__
+from ..runtime import process_alive
+from .masking import redact
 
 # Tag keys; "bench." keeps ours apart from MLflow's own "mlflow." tags.
 TAG_VARIANT = "bench.variant"
@@ -54,25 +44,19 @@ TAG_HARDWARE = "hw"  # hw.cpu, hw.cpu_isa, hw.logical_cores, hw.torch_threads, h
 TAG_HOST = "bench.host"  # the host and process that opened (or re-opened) the run
 TAG_PID = "bench.pid"
 TAG_CHECKPOINT_EPOCH = "bench.checkpoint_epoch"  # epoch of the checkpoint artifact, when one was logged
-CHECKPOINT_ARTIFACT_DIR = "checkpoint"
-CHAMPION_ALIAS = "champion"  # registry alias of a study's best model
 # MLflow's own system-metrics monitor (CPU, memory, disk, network; GPU with nvidia-ml-py):
 # every run gets one unless BENCH_SYSTEM_METRICS=0 (--no-system-metrics). Sampled every
 # 2 s and logged at once, so a one-minute run still draws a curve.
 SYSTEM_METRICS_ENV = "BENCH_SYSTEM_METRICS"
 SYSTEM_METRICS_INTERVAL_S = 2
 PARENT_TAG = "mlflow.parentRunId"
-
-MODEL_NAME = "model"
-# Serving needs only these; listing them skips MLflow's slow, network-hungry inference.
-PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
-
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*)(:[^@/\s]*)?@", re.I)
-
-
-def redact(text: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+TAG_NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
+TAG_RUN_NAME = "mlflow.runName"
+DEFAULT_EXPERIMENT_ID = "0"
+# MLflow 3 tells GenAI experiments from model-training ones by this tag; say which ours are
+# (the UI's landing page still follows its own GenAI / Model training switch).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def tracking_uri() -> str:
@@ -122,11 +106,6 @@ def experiment_id_for(explicit: str | None, default: str) -> str:
     return _set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or default)
 
 
-DEFAULT_EXPERIMENT_ID = "0"
-TAG_NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
-TAG_RUN_NAME = "mlflow.runName"
-
-
 def _set_experiment(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
@@ -141,12 +120,6 @@ def _set_experiment(name: str) -> str:
     if EXPERIMENT_KIND_TAG not in experiment.tags:
         MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
-
-
-# MLflow 3 tells GenAI experiments from model-training ones by this tag; say which ours are
-# (the UI's landing page still follows its own GenAI / Model training switch).
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
 
 
 @contextlib.contextmanager
@@ -241,157 +214,6 @@ def _end(run_id: str, status: int, error: str | None = None) -> None:
         client.set_terminated(run_id, RunStatus.to_string(status))
 
 
-class MlflowLogger:
-    """Trainer callback: config as params, per-epoch metrics (step=epoch), hardware tags,
-    checkpoints as the ``checkpoint/last.pt`` artifact, test metrics and the model.
-
-    A resumed run (``info.start_epoch > 0``) is the same MLflow run re-opened: its params
-    are already there, and epochs it logged before it was killed are not logged again.
-    """
-
-    def __init__(self, run_id: str, *, log_model: bool = True, log_checkpoints: bool = True) -> None:
-        self.run_id = run_id
-        self.log_model = log_model
-        self.log_checkpoints = log_checkpoints
-        self.client = MlflowClient()
-        self.logged_through = 0  # last epoch already in the run's metric history
-
-    def on_train_start(self, info) -> None:
-        if info.start_epoch == 0:
-            params = {k: _param(v) for k, v in info.config.to_flat_dict().items()}
-            params["num_parameters"] = str(info.num_parameters)
-            mlflow.log_params(params, run_id=self.run_id)
-            log_datasets(self.run_id, info.config.dataset, info.data)
-        else:
-            history = self.client.get_metric_history(self.run_id, "val_acc")
-            self.logged_through = max((m.step for m in history), default=0)
-        set_tags(
-            self.run_id,
-            {
-                TAG_VARIANT: info.config.variant,
-                TAG_DATASET: info.config.dataset,
-                TAG_SEED: str(info.config.seed),
-                TAG_DATA_SOURCE: info.data_source,
-                "device": info.device,
-                **{f"{TAG_HARDWARE}.{k}": v for k, v in info.hardware.items()},
-                "bench.flop_per_image": f"{info.flop_per_image:.6g}",
-                "bench.peak_gflops": f"{info.peak_gflops:.1f}",
-            },
-        )
-
-    def on_epoch_end(self, metrics) -> None:
-        if metrics.epoch > self.logged_through:
-            mlflow.log_metrics(metrics.as_dict(), step=metrics.epoch, run_id=self.run_id)
-
-    def on_checkpoint(self, saved) -> None:
-        if self.log_checkpoints:  # one artifact, overwritten: another machine resumes from the latest
-            self.client.log_artifact(self.run_id, str(saved.path), CHECKPOINT_ARTIFACT_DIR)
-            self.client.set_tag(self.run_id, TAG_CHECKPOINT_EPOCH, str(saved.epoch))
-
-    def on_train_end(self, result) -> None:
-        mlflow.log_metrics({"test_acc": result.test_acc, "test_loss": result.test_loss}, run_id=self.run_id)
-        if self.log_model:
-            log_model(result)
-
-
-def log_datasets(run_id: str, name: str, data) -> None:
-    """The run's train, val and test splits as MLflow dataset inputs (the UI's Datasets column).
-
-    The digest is bench's own hash of the exact decoded split (``Split.digest``), so runs on
-    two copies of a data set (the JPEG re-encoded CIFAR, a subset) show different digests
-    and runs can be filtered by it; the source is the folder the files were read from.
-    """
-    location = redact(data.source.split(" (", 1)[0])
-    uri = location if "://" in location else Path(location).expanduser().resolve().as_uri()
-    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local source
-        warnings.simplefilter("ignore", UserWarning)
-        source = resolve_dataset_source(uri)
-    inputs = []
-    for split_name, context, split in (
-        ("train", "training", data.train), ("val", "validation", data.val), ("test", "test", data.test)
-    ):
-        dataset = mlflow.data.from_numpy(
-            split.images.numpy(), source=source, targets=split.labels.numpy(), name=f"{name}/{split_name}",
-            digest=split.digest(),
-        )
-        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
-    # Datasets are rows shared by an experiment's runs: two workers logging the same split at
-    # once can both try to insert it, and the loser sees a UNIQUE-constraint error. Once the
-    # winner's row exists the same call succeeds, so try again.
-    for attempt in range(DATASET_LOG_ATTEMPTS):
-        try:
-            MlflowClient().log_inputs(run_id, datasets=inputs)
-            return
-        except mlflow.exceptions.MlflowException as exc:
-            if "UNIQUE constraint" not in str(exc) and "unique constraint" not in str(exc).lower():
-                raise
-            if attempt == DATASET_LOG_ATTEMPTS - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-
-
-DATASET_LOG_ATTEMPTS = 4
-
-
-def download_checkpoint(run_id: str, dest: str | os.PathLike) -> Path | None:
-    """The run's latest checkpoint artifact, downloaded into ``dest``; None if it logged none."""
-    if not any(a.endswith(".pt") for a in list_artifacts(run_id, CHECKPOINT_ARTIFACT_DIR)):
-        return None
-    folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT_DIR, dst_path=str(dest))
-    path = Path(folder) / "last.pt"
-    return path if path.is_file() else None
-
-
-def run_config(run_id: str) -> dict[str, str]:
-    """The run's logged params: the complete resolved config, as strings."""
-    return dict(MlflowClient().get_run(run_id).data.params)
-
-
-def _param(value: Any) -> str:
-    return redact(str(value))[:6000]
-
-
-def log_model(result, register_as: str | None = None) -> None:
-    """Log the trained model as a ``pt2`` export that takes [0, 1] float pixels (N, C, H, W).
-
-    ``pt2`` (``torch.export``) is a traced graph: loading it runs no pickled code and
-    needs no bench import. Normalisation is part of the logged graph, so a caller feeds
-    raw pixels scaled to [0, 1].
-    """
-    # A contiguous CPU copy: the trainer may hold channels_last weights on a GPU, which
-    # the pt2 archive stores less portably; the caller's model is left as it is.
-    model = Normalize(result.mean, result.std, copy.deepcopy(result.model))
-    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-    example = result.input_example.numpy().astype(np.float32)
-    n_classes = model(torch.from_numpy(example)).shape[1]
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_classes))]),
-    )
-    info = mlflow.pytorch.log_model(
-        model,
-        name=MODEL_NAME,
-        input_example=example,
-        signature=signature,
-        serialization_format="pt2",
-        pip_requirements=PIP_REQUIREMENTS,
-        metadata={"classes": list(result.classes), "input": "float32 pixels in [0, 1], NCHW"},
-        registered_model_name=register_as,
-    )
-    if register_as and info.registered_model_version is not None:
-        # The alias moves to the newest best: `models:/<name>@champion` always loads it.
-        MlflowClient().set_registered_model_alias(register_as, CHAMPION_ALIAS, str(info.registered_model_version))
-
-
-def load_model(run_id: str) -> torch.nn.Module:
-    """The model logged by run ``run_id`` (a pt2 export: no pickled code is executed)."""
-    return mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_NAME}")
-
-
-def model_uri(run_id: str) -> str:
-    return f"runs:/{run_id}/{MODEL_NAME}"
-
-
 def log_artifact_text(run_id: str, name: str, text: str) -> None:
     MlflowClient().log_text(run_id, text, name)
 
@@ -464,14 +286,6 @@ def mark_stale_children(parent_run_id: str) -> list[str]:
     return stale
 
 
-def logged_models(run_id: str) -> list[str]:
-    """Names of the models logged by ``run_id`` (MLflow 3 keeps them as LoggedModels, not run artifacts)."""
-    client = MlflowClient()
-    experiment_id = client.get_run(run_id).info.experiment_id
-    models = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
-    return [m.name for m in models]
-
-
 def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
     return [a.path for a in MlflowClient().list_artifacts(run_id, path)]
 
@@ -503,22 +317,5 @@ def log_params(run_id: str, params: Mapping[str, Any]) -> None:
     mlflow.log_params({k: _param(v) for k, v in params.items()}, run_id=run_id)
 
 
-def registered_model(name: str, run_ids: set[str]) -> dict[str, Any] | None:
-    """The newest version of registered model ``name`` logged by one of ``run_ids``, as
-    {name, version, aliases, run_id}; None if the registry holds none (e.g. --no-register)."""
-    try:
-        versions = MlflowClient().search_model_versions(f"name = '{name}'")
-    except Exception:  # no such model
-        return None
-    mine = [v for v in versions if v.run_id in run_ids]
-    if not mine:
-        return None
-    newest = max(mine, key=lambda v: int(v.version))
-    # search_model_versions leaves aliases empty on some stores; the version itself has them
-    aliases = MlflowClient().get_model_version(name, newest.version).aliases
-    return {"name": name, "version": newest.version, "aliases": list(aliases or []), "run_id": newest.run_id}
-
-
-def registered_versions(name: str) -> list[str]:
-    """Source run ids of the versions of registered model ``name``."""
-    return [v.run_id for v in MlflowClient().search_model_versions(f"name = '{name}'")]
+def _param(value: Any) -> str:
+    return redact(str(value))[:6000]

@@ -1,0 +1,81 @@
+"""``bench search`` and ``bench dashboard``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import DEFAULT_UI_URL, UsageError, add_tracking_arguments, or_default, write_report
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("search", help="Optuna search declared in a study file (studies/*_search.toml)")
+    p.add_argument("file", help="study file, e.g. studies/cifar2_search.toml")
+    p.add_argument("--n-trials", type=or_default(int), help="total trials the study should count (default: the file's); re-running resumes")
+    p.add_argument("--storage", help="optuna storage: a journal file path (default optuna/<study>.journal) "
+                                      "or postgresql://user:pass@host/db for many machines")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, sharing the cores (default 1)")
+    p.add_argument("--threads", type=or_default(int), help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--no-register", action="store_true", help="skip retraining and registering the best model")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--report", nargs="?", const="", metavar="DIR", help="write the study's report at the end")
+    p.add_argument("--ui-url", default=DEFAULT_UI_URL, help=f"MLflow UI address for the report's links (default {DEFAULT_UI_URL})")
+    p.add_argument("--worker-of", help=argparse.SUPPRESS)
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    add_tracking_arguments(p, default_experiment="the study's name")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("dashboard", help="open optuna-dashboard on a study's storage (pip install -e '.[dashboard]')")
+    p.add_argument("file", help="study file, e.g. studies/cifar2_search.toml")
+    p.add_argument("--storage", help="the study's storage (default optuna/<study>.journal, as bench search uses)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.set_defaults(func=cmd_dashboard)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ..search import SearchError, load_study, run_search, run_worker
+
+    try:
+        spec = load_study(args.file)
+    except SearchError as exc:
+        raise UsageError(str(exc)) from None
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UsageError(f"--n-trials {args.n_trials} is not accepted; accepted: an integer >= 1")
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers} is not accepted; accepted: an integer >= 1")
+    storage = None if args.storage in (None, "", "default") else args.storage
+    if args.worker_of:  # one of --workers K processes, started by the coordinating one
+        run_worker(spec, storage, args.n_trials or spec.n_trials, args.worker_of, threads=args.threads,
+                   worker_index=args.worker_index)
+        return 0
+    try:
+        outcome = run_search(
+            spec, storage=storage, n_trials=args.n_trials, workers=args.workers, threads=args.threads,
+            experiment=args.experiment, register_best=not args.no_register, progress=False if args.quiet else None,
+        )
+    except SearchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(outcome.states.items()))
+    print(f"study {outcome.study_name}: {outcome.n_trials} trials ({states}), {outcome.epochs_trained} epochs trained")
+    if outcome.best_trial is not None:
+        print(f"best: trial {outcome.best_trial}, {spec.metric} {outcome.best_value:.4f}, params {outcome.best_params}")
+    print(f"parent run {outcome.parent_run_id}")
+    if args.report is not None:
+        write_report(outcome.parent_run_id, args.report or None, args.ui_url)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from ..search import SearchError, load_study, serve_dashboard
+
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not accepted; accepted: 1 to 65535")
+    try:
+        spec = load_study(args.file)
+        serve_dashboard(spec, None if args.storage in (None, "", "default") else args.storage, host=args.host,
+                        port=args.port)
+    except SearchError as exc:
+        raise UsageError(str(exc)) from None
+    return 0

@@ -1,0 +1,103 @@
+"""``bench suite``: run a declared suite, serially or on workers and machines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .common import (
+    DEFAULT_UI_URL, UsageError, add_checkpoint_arguments, add_tracking_arguments, or_default, seed_list, write_report,
+)
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("suite", help="run a declared suite (studies/*.toml): every row x seed as MLflow child runs")
+    p.add_argument("file", help="suite file, e.g. studies/cifar2_chapter8.toml")
+    p.add_argument("--profile", default="quick", help="profile of the suite file (default quick)")
+    p.add_argument("--seeds", type=seed_list, help="3 = seeds 0,1,2; or a list 0,5,7 (default: the suite's)")
+    p.add_argument("--resume", nargs="?", const=True, metavar="PARENT_RUN_ID",
+                   help="re-open the latest parent run of this suite and profile (or the one given) "
+                        "and skip the runs that already FINISHED")
+    p.add_argument("--rows", metavar="LABEL,...", help="run only these rows of the suite (default: all)")
+    p.add_argument("--epochs", type=int, help="override every row's epochs (for a smoke test)")
+    p.add_argument("--batch-size", type=int, help="override every row's batch size")
+    p.add_argument("--max-train-samples", type=or_default(int), help="train every row on a subset of this many images")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--threads", type=or_default(int), help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--data-dir", help="data root (default: $BENCH_DATA_DIR, then torchvision's download)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
+    p.add_argument("--report", nargs="?", const="", metavar="DIR",
+                   help="write the report when the suite ends (default DIR: reports/<suite name>)")
+    p.add_argument("--ui-url", default=DEFAULT_UI_URL, help=f"MLflow UI address for the report's links (default {DEFAULT_UI_URL})")
+    g = p.add_argument_group("workers (the runs are handed out through an Optuna study; see docs/deploy.md)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine, sharing its cores (--threads each: cores / workers) "
+                        "or one GPU each when there are several (default 1: one run after another, no study)")
+    g.add_argument("--storage", metavar="URL",
+                   help="Optuna storage shared by the workers of several machines: postgresql://... (or a "
+                        "journal file on one host); start the same command on each machine "
+                        "(default with --workers K: a journal file under optuna/suites/)")
+    g.add_argument("--study-name", help="the study in --storage (default: suite, profile, seeds and a digest of the "
+                                        "plan, so identical commands on several machines meet in one study)")
+    g.add_argument("--worker-of", help=argparse.SUPPRESS)
+    g.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    add_tracking_arguments(p, default_experiment="the suite's name")
+    add_checkpoint_arguments(p)
+    p.set_defaults(func=cmd_suite)
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    from ..suites import SuiteError, SuiteFailed, format_summary, load_suite, run_suite, run_suite_workers
+
+    overrides: dict[str, Any] = {}
+    for name in ("epochs", "max_train_samples", "batch_size"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    overrides.update({"device": args.device, "threads": args.threads, "data_dir": args.data_dir})
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    try:
+        suite = load_suite(args.file)
+        plan = suite.plan(args.profile, args.seeds, overrides, rows=rows)  # every run checked before any starts
+    except SuiteError as exc:
+        raise UsageError(str(exc)) from None
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers} is not accepted; accepted: an integer >= 1")
+    storage = None if args.storage in (None, "", "default") else args.storage
+    if args.study_name and storage is None and args.workers == 1:
+        raise UsageError("--study-name names a study in --storage; give --storage too (or --workers K)")
+    common = dict(
+        seeds=args.seeds,
+        resume=args.resume if args.resume is not None else False,
+        experiment=args.experiment,
+        overrides=overrides,
+        log_models=not args.no_log_model,
+        progress=False if (args.quiet or args.workers > 1 or args.worker_of) else None,
+        rows=rows,
+        checkpoints=None if args.no_checkpoint else args.checkpoint_every,
+        epoch_lines=not args.quiet,
+    )
+    if not args.worker_of:
+        print(f"suite {suite.name} [{args.profile}]: {len(plan)} runs on {suite.dataset}")
+    try:
+        if args.workers > 1 or storage is not None:
+            outcome = run_suite_workers(suite, args.profile, workers=args.workers, storage=storage,
+                                        study_name=args.study_name, worker_of=args.worker_of,
+                                        worker_index=args.worker_index, **common)
+            if args.worker_of:
+                return 1 if outcome.failed else 0
+        else:
+            outcome = run_suite(suite, args.profile, **common)
+    except SuiteError as exc:
+        raise UsageError(str(exc)) from None
+    except SuiteFailed as exc:
+        print(format_summary(exc.summary))
+        print(f"bench: {exc}", file=sys.stderr)
+        if args.report is not None and not exc.summary.empty:
+            write_report(exc.parent_run_id, args.report or None, args.ui_url)
+        return 1
+    print(format_summary(outcome.summary))
+    print(f"parent run {outcome.parent_run_id}: {outcome.ran} run(s) trained, {outcome.skipped} skipped as finished")
+    if args.report is not None:
+        write_report(outcome.parent_run_id, args.report or None, args.ui_url)
+    return 0

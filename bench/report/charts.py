@@ -1,0 +1,198 @@
+"""Every chart of bench's reports (the only module that draws), saved as PNG files.
+
+Suites: the seed's train/val accuracy bars and the learning curves. Studies: the optimization
+history, every trial's curve, importances and slices. Each function takes plain tables and a
+path, and returns the path.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")  # files only; never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .. import tracking  # noqa: E402
+from ..suites.spec import Suite  # noqa: E402
+from ..suites.summary import published_columns  # noqa: E402
+from ..verdicts import curve_metric  # noqa: E402
+
+CHART_DPI = 110
+SOURCE_MARKERS = ("D", "^", "s", "v", "P")  # one per source, black, drawn on the bars
+_STATE_COLORS = {"COMPLETE": "#4c72b0", "PRUNED": "#c44e52", "FAIL": "#999999", "RUNNING": "#55a868"}
+
+
+def accuracy_chart(finished: pd.DataFrame, summary: pd.DataFrame, suite: Suite | None, path: Path) -> Path:
+    """The seed's grouped bar chart: train and val accuracy per variant, mean ± std over seeds,
+    with each source's published value marked on its bar (and test bars where a source gives test)."""
+    pairs = published_columns(summary)
+    splits = [("train", "train_acc"), ("val", "val_acc")]
+    if any(metric == "test_acc" for _, metric in pairs):
+        splits.append(("test", "test_acc"))
+    long = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "variant": finished[f"tags.{tracking.TAG_LABEL}"],
+                    "split": split,
+                    "accuracy": finished[f"metrics.{metric}"].astype(float),
+                }
+            )
+            for split, metric in splits
+        ]
+    )
+    order = list(summary["label"])
+    hue_order = [split for split, _ in splits]
+    n_seeds = sorted(set(summary["n_seeds"]))
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(order) + 2) + 2.6, 5))
+    sns.barplot(
+        data=long, x="variant", y="accuracy", hue="split", order=order, hue_order=hue_order,
+        errorbar="sd" if max(n_seeds) > 1 else None, capsize=0.15, palette=["#4c72b0", "#dd8452", "#55a868"][: len(splits)],
+        ax=ax,
+    )
+    lowest = long["accuracy"].min()
+    width = 0.8 / len(hue_order)  # seaborn's default dodge: hues share 0.8 of each slot
+    sources = list(dict.fromkeys(source for source, _ in pairs))
+    for k, source in enumerate(sources):
+        xs, ys = [], []
+        for source_, metric in pairs:
+            if source_ != source:
+                continue
+            hue = hue_order.index(metric.removesuffix("_acc"))
+            for i, value in enumerate(summary[f"{source}.{metric}"]):
+                if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    xs.append(i + (hue - (len(hue_order) - 1) / 2) * width)
+                    ys.append(float(value))
+        if xs:
+            epochs = suite.sources.get(source, {}).get("epochs") if suite else None
+            label = f"published: {source}" + (f" ({epochs} epochs)" if epochs else "")
+            ax.scatter(xs, ys, marker=SOURCE_MARKERS[k % len(SOURCE_MARKERS)], color="black", s=28, zorder=5,
+                       label=label)
+            lowest = min(lowest, min(ys))
+    low = min(0.7, math.floor((lowest - 0.02) * 20) / 20)
+    ax.set_ylim(max(low, 0.0), 1.0)
+    seeds = "/".join(map(str, n_seeds))
+    ax.set_title(f"Accuracy per variant, mean ± std over {seeds} seed(s)" if max(n_seeds) > 1 else "Accuracy per variant (1 seed)")
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    ax.legend(title=None, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+def curves_chart(histories: pd.DataFrame, summary: pd.DataFrame, suite: Suite | None, path: Path) -> Path:
+    """Val accuracy and train loss per epoch, one line per variant (band: std over seeds), with
+    any published per-epoch curve dashed in the variant's colour."""
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    order = list(summary["label"])
+    palette = sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order))
+    for ax, metric, title in ((axes[0], "val_acc", "Val accuracy"), (axes[1], "train_loss", "Train loss")):
+        data = histories[histories["metric"] == metric]
+        sns.lineplot(
+            data=data, x="epoch", y="value", hue="label", hue_order=order, palette=palette,
+            errorbar="sd", marker="o" if data["epoch"].max() <= 12 else None, ax=ax,
+        )
+        ax.set_title(title)
+        ax.set_ylabel(metric)
+    rows = {r.label: r for r in suite.rows} if suite else {}
+    for color, label in zip(palette, order):
+        for source, numbers in (rows[label].reference.items() if label in rows else []):
+            curve = numbers.get("curve")
+            if curve:
+                metric = curve_metric(numbers) or "accuracy"
+                epochs = sorted(int(e) for e in curve)
+                axes[0].plot(epochs, [curve[str(e)] for e in epochs], linestyle="--", marker="x", color=color,
+                             label=f"{label}: {source} ({metric.replace('_', ' ')})")
+    axes[0].legend(title=None, fontsize="small", loc="lower right")
+    axes[1].legend(title=None, fontsize="small", loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------- studies
+
+
+def history_chart(trials: pd.DataFrame, metric: str, path: Path) -> Path:
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    done = trials.dropna(subset=["value"])
+    for state, group in done.groupby("state"):
+        ax.scatter(group["number"], group["value"], label=state.lower(), color=_STATE_COLORS.get(state, "k"),
+                   marker="o" if state == "COMPLETE" else "x", zorder=3)
+    complete = done[done["state"] == "COMPLETE"].sort_values("number")
+    if not complete.empty:
+        ax.step(complete["number"], complete["value"].cummax(), where="post", color="#222", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(metric)
+    ax.set_title("Optimization history (pruned trials at their last reported epoch)")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+def trial_curves_chart(trials: pd.DataFrame, metric: str, path: Path) -> Path:
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for _, t in trials.iterrows():
+        steps = sorted(t["intermediate_values"].items(), key=lambda kv: int(kv[0]))
+        if steps:
+            ax.plot([int(k) for k, _ in steps], [v for _, v in steps], color=_STATE_COLORS.get(t["state"], "k"),
+                    alpha=0.7, marker=".")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per epoch of every trial (blue: complete, red: pruned)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+def importance_chart(importances: dict[str, float], path: Path) -> Path:
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(6, 0.6 * len(importances) + 1.5))
+    names = list(importances)
+    sns.barplot(x=[importances[n] for n in names], y=names, color="#4c72b0", ax=ax)
+    ax.set_xlabel("importance (fANOVA, normalised)")
+    ax.set_title("Hyper-parameter importances")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+def slice_chart(trials: pd.DataFrame, params: list[str], metric: str, path: Path) -> Path:
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.6), squeeze=False, sharey=True)
+    done = trials.dropna(subset=["value"])
+    for ax, param in zip(axes[0], params):
+        for state, group in done.groupby("state"):
+            ax.scatter([p.get(param) for p in group["params"]], group["value"], color=_STATE_COLORS.get(state, "k"),
+                       marker="o" if state == "COMPLETE" else "x", label=state.lower())
+        if param in ("lr", "weight_decay"):
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # overlapping labels otherwise
+        ax.set_xlabel(param)
+    axes[0][0].set_ylabel(metric)
+    axes[0][-1].legend(loc="lower right", fontsize="small")
+    fig.suptitle("Slice plot: the metric against each parameter")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path

@@ -1,0 +1,278 @@
+"""A suite file (``studies/*.toml``): a data set, rows of variants with overrides, seeds, profiles.
+
+The file is checked completely before any training: an unknown key, variant, knob or
+profile, or a value of the wrong type, is reported with its file and line and what is
+accepted. ``Suite.plan`` resolves every (row, seed) of a profile into a ``TrainConfig``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import specfile
+from ..checkpoint import NOT_IDENTITY
+from ..config import ConfigError, TrainConfig
+from ..data import DataError, check_dataset_name
+from ..models import get_variant
+from ..specfile import Locator, SpecError, Training, check_table
+
+TAG_ROWS = "bench.rows"  # set when a suite ran only some of its rows (--rows)
+
+
+class SuiteError(SpecError):
+    """A suite file or setting that cannot run; the message starts with ``file:line:`` where it can."""
+
+
+# ---------------------------------------------------------------------------- the schema
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    name: str
+    dataset: str
+    description: str = ""
+    seeds: list = dataclasses.field(default_factory=lambda: [0])
+    experiment: str | None = None
+    baseline: str | None = None  # the row label verdicts compare against
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where published numbers come from."""
+
+    title: str
+    url: str | None = None
+    epochs: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """A row's published numbers from one source: reference.<source> = { val_acc = .., curve = {epoch = acc} }."""
+
+    train_acc: float | None = None
+    val_acc: float | None = None
+    test_acc: float | None = None
+    epochs: int | None = None
+    curve: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile(Training):
+    description: str | None = None
+    seeds: list | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RowTable(Training):
+    variant: str | None = None
+    label: str | None = None
+    note: str | None = None
+    profiles: dict | None = None
+    reference: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class File:
+    suite: dict | None = None
+    sources: dict | None = None
+    defaults: dict | None = None
+    profiles: dict | None = None
+    variants: list | None = None
+
+
+# ---------------------------------------------------------------------------- the suite
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    label: str  # unique within the suite; what reports and the MLflow UI show
+    variant: str
+    settings: Mapping[str, Any]  # row-level training settings
+    profiles: Mapping[str, Mapping[str, Any]]  # per-profile overrides of this row
+    reference: Mapping[str, Mapping[str, Any]]  # published numbers per source name, if any
+    note: str = ""  # shown in reports, e.g. why a costly row may be left out
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    dataset: str
+    seeds: tuple[int, ...]
+    experiment: str
+    defaults: Mapping[str, Any]
+    profiles: Mapping[str, Mapping[str, Any]]
+    rows: tuple[Row, ...]
+    path: Path
+    text: str  # the file as written, logged with the parent run
+    baseline: str | None = None
+    sources: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # name -> title, url, epochs
+
+    def plan(
+        self,
+        profile: str,
+        seeds: Sequence[int] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        rows: Sequence[str] | None = None,
+    ) -> list[tuple[Row, TrainConfig]]:
+        """Every (row, resolved config) pair of ``profile`` x seeds, checked, in run order.
+
+        Layers, later ones winning: defaults < profile < row < row's profile < ``overrides``.
+        ``rows``: only the rows with these labels (all by default)."""
+        if profile not in self.profiles:
+            raise SuiteError(f"{self.path}: unknown profile {profile!r}; accepted: {', '.join(self.profiles)}")
+        labels = [r.label for r in self.rows]
+        unknown = [label for label in rows or () if label not in labels]
+        if unknown:
+            raise SuiteError(f"{self.path}: unknown row {unknown[0]!r}; accepted: {', '.join(labels)}")
+        chosen = self.profiles[profile]
+        seeds = tuple(seeds) if seeds is not None else tuple(chosen.get("seeds", self.seeds))
+        planned = []
+        for row in self.rows:
+            if rows and row.label not in rows:
+                continue
+            settings: dict[str, Any] = {}
+            knobs: dict[str, Any] = {}
+            for layer in (self.defaults, chosen, row.settings, row.profiles.get(profile, {}), overrides or {}):
+                layer = dict(layer)
+                knobs.update(layer.pop("knobs", {}))
+                settings.update({k: v for k, v in layer.items() if k not in ("description", "seeds")})
+            for seed in seeds:
+                config = TrainConfig(variant=row.variant, dataset=self.dataset, knobs=knobs, seed=seed, **settings)
+                try:
+                    planned.append((row, config.resolve()))
+                except ConfigError as exc:
+                    raise SuiteError(f"{self.path}: row {row.label!r}, profile {profile!r}: {exc}") from None
+        return planned
+
+
+def load_suite(path: str | Path) -> Suite:
+    path, text = specfile.read(path, "suite")
+    return parse_suite(text, path)
+
+
+def parse_suite(text: str, path: str | Path) -> Suite:
+    """A suite from its text (e.g. the copy logged with a parent run); ``path`` names it in errors."""
+    path = Path(path)
+    try:
+        return _parse(text, path)
+    except SpecError as exc:
+        raise SuiteError(str(exc)) from None
+
+
+def _parse(text: str, path: Path) -> Suite:
+    doc, where = specfile.parse_toml(text, path)
+    check_table(doc, File, where, [], "the top level")
+    if "suite" not in doc:
+        raise SuiteError(f"{path}:1: missing [suite] table (name, dataset)")
+    specfile.require(check_table(doc["suite"], Head, where, ["suite"], "[suite]"), ("name", "dataset"), where,
+                     ["suite"], "[suite]")
+    head = Head(**doc["suite"])
+    try:
+        check_dataset_name(head.dataset)
+    except DataError as exc:
+        raise SuiteError(f"{where.line(['suite', 'dataset'])}: {exc}") from None
+    seeds = specfile.seeds(head.seeds, where, ["suite", "seeds"])
+    sources = _sources(doc.get("sources", {}), where)
+    defaults = check_table(doc.get("defaults", {}), Training, where, ["defaults"], "[defaults]")
+    profiles = doc.get("profiles", {})
+    if not profiles:
+        raise SuiteError(f"{path}:1: a suite needs at least one [profiles.<name>] table (e.g. quick, full)")
+    for name, profile in profiles.items():
+        check_table(profile, Profile, where, ["profiles", name], f"[profiles.{name}]")
+        if "seeds" in profile:
+            specfile.seeds(profile["seeds"], where, ["profiles", name, "seeds"])
+    raw_rows = doc.get("variants", [])
+    if not raw_rows:
+        raise SuiteError(f"{path}:1: a suite needs at least one [[variants]] entry")
+    rows: list[Row] = []
+    for i, raw in enumerate(raw_rows):
+        row = _row(raw, i, profiles, sources, where)
+        if any(r.label == row.label for r in rows):
+            raise SuiteError(f"{where.line(['variants', i, 'variant'])}: duplicate row label {row.label!r}; give one a 'label'")
+        rows.append(row)
+    if head.baseline is not None and head.baseline not in [r.label for r in rows]:
+        raise SuiteError(
+            f"{where.line(['suite', 'baseline'])}: baseline {head.baseline!r} is not a row; accepted: "
+            f"{', '.join(r.label for r in rows)}"
+        )
+    suite = Suite(
+        name=head.name, description=head.description, dataset=head.dataset, seeds=seeds,
+        experiment=head.experiment or head.name, defaults=defaults, profiles=profiles, rows=tuple(rows), path=path,
+        text=text, baseline=head.baseline, sources=sources,
+    )
+    for profile in profiles:  # every combination must resolve, so nothing fails mid-suite
+        suite.plan(profile, seeds=seeds[:1])
+    return suite
+
+
+def _sources(sources: Any, where: Locator) -> dict[str, dict[str, Any]]:
+    check_table(sources, {name: dict for name in sources} if isinstance(sources, dict) else {}, where, ["sources"],
+                "[sources]")
+    for name, source in sources.items():
+        check_table(source, Source, where, ["sources", name], f"[sources.{name}]")
+        if "title" not in source:
+            raise SuiteError(f"{where.line(['sources', name])}: [sources.{name}] needs a 'title' saying where the numbers come from")
+    return sources
+
+
+def _row(raw: Any, i: int, profiles: Mapping[str, Any], sources: Mapping[str, Any], where: Locator) -> Row:
+    key_path = ["variants", i]
+    check_table(raw, RowTable, where, key_path, f"[[variants]] #{i + 1}")
+    if "variant" not in raw:
+        raise SuiteError(f"{where.line(key_path)}: [[variants]] #{i + 1} needs 'variant'")
+    try:
+        variant = get_variant(raw["variant"])
+    except ValueError as exc:
+        raise SuiteError(f"{where.line([*key_path, 'variant'])}: {exc}") from None
+    row_profiles = raw.get("profiles", {})
+    for name, overrides in row_profiles.items():
+        if name not in profiles:
+            raise SuiteError(
+                f"{where.line([*key_path, 'profiles', name])}: unknown profile {name!r}; accepted: {', '.join(profiles)}"
+            )
+        check_table(overrides, Training, where, [*key_path, "profiles", name], f"profile {name!r} of row #{i + 1}")
+    reference = raw.get("reference", {})
+    check_table(reference, {name: dict for name in sources}, where, [*key_path, "reference"],
+                f"reference of row #{i + 1} (sources are declared as [sources.<name>])")
+    for source, numbers in reference.items():
+        _check_reference(numbers, sources[source], where, [*key_path, "reference", source], f"{source} of row #{i + 1}")
+    for layer, layer_path in [(raw, key_path)] + [(o, [*key_path, "profiles", n]) for n, o in row_profiles.items()]:
+        unknown = sorted(set(layer.get("knobs", {})) - set(variant.knobs))
+        if unknown:
+            raise SuiteError(
+                f"{where.line([*layer_path, 'knobs', unknown[0]])}: variant {variant.name!r} has no knob "
+                f"{unknown[0]!r}; accepted knobs: {', '.join(variant.knobs) or 'none'}"
+            )
+    settings = {k: v for k, v in raw.items() if k in specfile.TRAINING_KEYS}
+    return Row(raw.get("label", raw["variant"]), raw["variant"], settings, row_profiles, reference, raw.get("note", ""))
+
+
+def _check_reference(numbers: Any, source: Mapping[str, Any], where: Locator, key_path: list, what: str) -> None:
+    check_table(numbers, Reference, where, key_path, f"reference {what}")
+    if not any(k in numbers for k in ("train_acc", "val_acc", "test_acc")):
+        raise SuiteError(f"{where.line(key_path)}: reference {what} gives no train_acc, val_acc or test_acc")
+    for key in ("train_acc", "val_acc", "test_acc"):
+        if key in numbers and not 0 <= numbers[key] <= 1:
+            raise SuiteError(f"{where.line([*key_path, key])}: {key} is a fraction in [0, 1], got {numbers[key]!r}")
+    if "epochs" not in numbers and "epochs" not in source:
+        raise SuiteError(f"{where.line(key_path)}: reference {what} needs 'epochs' (here or in its [sources] table)")
+    for epoch, value in numbers.get("curve", {}).items():
+        if not (epoch.isdigit() and int(epoch) >= 1 and isinstance(value, int | float) and 0 <= value <= 1):
+            raise SuiteError(f"{where.line([*key_path, 'curve'])}: curve maps epochs (>= 1) to fractions, got {epoch} = {value!r}")
+
+
+def settings_of(config: TrainConfig) -> dict[str, Any]:
+    """What decides a run's numbers (not device, threads or data root), as plain JSON values."""
+    return json.loads(json.dumps({k: v for k, v in config.to_flat_dict().items() if k not in NOT_IDENTITY}, default=str))
+
+
+def plan_digest(plan: Sequence[tuple[Row, TrainConfig]]) -> str:
+    """A digest of the rows, seeds and every setting that changes a number."""
+    content = [[row.label, settings_of(config)] for row, config in plan]
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,90 @@
+"""Models in MLflow: the logged ``pt2`` export, loading it, and the Model Registry."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
+
+from ..models import Normalize
+
+MODEL_NAME = "model"
+CHAMPION_ALIAS = "champion"  # registry alias of a study's best model
+# Serving needs only these; listing them skips MLflow's slow, network-hungry inference.
+PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
+
+
+def log_model(result, register_as: str | None = None) -> None:
+    """Log the trained model as a ``pt2`` export that takes [0, 1] float pixels (N, C, H, W).
+
+    ``pt2`` (``torch.export``) is a traced graph: loading it runs no pickled code and
+    needs no bench import. Normalisation is part of the logged graph, so a caller feeds
+    raw pixels scaled to [0, 1].
+    """
+    # A contiguous CPU copy: the trainer may hold channels_last weights on a GPU, which
+    # the pt2 archive stores less portably; the caller's model is left as it is.
+    model = Normalize(result.mean, result.std, copy.deepcopy(result.model))
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    example = result.input_example.numpy().astype(np.float32)
+    n_classes = model(torch.from_numpy(example)).shape[1]
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_classes))]),
+    )
+    info = mlflow.pytorch.log_model(
+        model,
+        name=MODEL_NAME,
+        input_example=example,
+        signature=signature,
+        serialization_format="pt2",
+        pip_requirements=PIP_REQUIREMENTS,
+        metadata={"classes": list(result.classes), "input": "float32 pixels in [0, 1], NCHW"},
+        registered_model_name=register_as,
+    )
+    if register_as and info.registered_model_version is not None:
+        # The alias moves to the newest best: `models:/<name>@champion` always loads it.
+        MlflowClient().set_registered_model_alias(register_as, CHAMPION_ALIAS, str(info.registered_model_version))
+
+
+def load_model(run_id: str) -> torch.nn.Module:
+    """The model logged by run ``run_id`` (a pt2 export: no pickled code is executed)."""
+    return mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_NAME}")
+
+
+def model_uri(run_id: str) -> str:
+    return f"runs:/{run_id}/{MODEL_NAME}"
+
+
+def logged_models(run_id: str) -> list[str]:
+    """Names of the models logged by ``run_id`` (MLflow 3 keeps them as LoggedModels, not run artifacts)."""
+    client = MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    models = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    return [m.name for m in models]
+
+
+def registered_model(name: str, run_ids: set[str]) -> dict[str, Any] | None:
+    """The newest version of registered model ``name`` logged by one of ``run_ids``, as
+    {name, version, aliases, run_id}; None if the registry holds none (e.g. --no-register)."""
+    try:
+        versions = MlflowClient().search_model_versions(f"name = '{name}'")
+    except Exception:  # no such model
+        return None
+    mine = [v for v in versions if v.run_id in run_ids]
+    if not mine:
+        return None
+    newest = max(mine, key=lambda v: int(v.version))
+    # search_model_versions leaves aliases empty on some stores; the version itself has them
+    aliases = MlflowClient().get_model_version(name, newest.version).aliases
+    return {"name": name, "version": newest.version, "aliases": list(aliases or []), "run_id": newest.run_id}
+
+
+def registered_versions(name: str) -> list[str]:
+    """Source run ids of the versions of registered model ``name``."""
+    return [v.run_id for v in MlflowClient().search_model_versions(f"name = '{name}'")]
