@@ -48,11 +48,19 @@ def checkpoint_root() -> Path:
     return cache_dir() / "checkpoints"
 
 
-def identity(config, data) -> dict[str, Any]:
-    """The settings and data digests that decide a run's numbers (``config`` resolved)."""
+def identity(config, data, device_type: str, compute_dtype: str, variant_source: str = "built-in") -> dict[str, Any]:
+    """The settings and data digests that decide a run's numbers (``config`` resolved).
+
+    The device's type and the compute dtype belong to it although the device does not: a CPU
+    and a CUDA generator keep states of different sizes, and ``amp="auto"`` means fp32 on one
+    and bf16 on the other, so a run continued on the other kind would silently be another run.
+    """
     flat = {k: v for k, v in config.to_flat_dict().items() if k not in NOT_IDENTITY}
     flat["data.train"] = data.train.digest()
     flat["data.val"] = data.val.digest()
+    flat["device_type"] = device_type
+    flat["compute_dtype"] = compute_dtype
+    flat["variant_source"] = variant_source  # your own variant's file and digest: changed code, another run
     return json.loads(json.dumps(flat, default=str))  # plain types only: weights_only loading
 
 
@@ -138,6 +146,18 @@ def check_identity(state: dict[str, Any], expected: dict[str, Any], path: str | 
     found = state.get("identity", {})
     keys = sorted(set(found) | set(expected))
     differ = [k for k in keys if found.get(k) != expected.get(k)]
+    if "variant_source" in differ:
+        raise CheckpointError(
+            f"{path} was written by other code of variant {expected.get('variant')!r}: {found.get('variant_source')} "
+            f"then, {expected.get('variant_source')} now. The file changed since the run started; resuming would "
+            "mix two models. Restore the file, or start a new run."
+        )
+    if differ and set(differ) <= {"device_type", "compute_dtype"}:
+        raise CheckpointError(
+            f"{path} was written on {found.get('device_type')} ({found.get('compute_dtype')}); this run is on "
+            f"{expected.get('device_type')} ({expected.get('compute_dtype')}). A run continues only on the kind of "
+            f"device it started on: resume it on a {found.get('device_type')} device (--device), or start a new run."
+        )
     if differ:
         shown = "; ".join(f"{k}: checkpoint {found.get(k)!r}, this run {expected.get(k)!r}" for k in differ[:6])
         more = f" (and {len(differ) - 6} more)" if len(differ) > 6 else ""

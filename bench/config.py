@@ -12,8 +12,9 @@ import dataclasses
 import typing
 from typing import Any
 
-from .data import DataError, check_dataset_name
-from .models import VariantError, get_variant
+from .data import DataError, check_dataset_name, dataset_info
+from .models import BUILT_IN, VariantError, get_variant
+from .models.plugins import check_builds
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -49,6 +50,11 @@ class TrainConfig:
     max_train_samples: int | None = None
     threads: int | None = None  # torch intra-op threads; None: torch's default
     data_dir: str | None = None  # None: BENCH_DATA_DIR, then torchvision's download
+    # After training, also measure train and val accuracy with the model left in train mode (dropout
+    # on, batch norm on each batch's statistics), as sources that never call model.eval() did.
+    train_mode_eval: bool = False
+    # Evaluate on test after training. A search turns it off: test is touched once, after selection.
+    evaluate_test: bool = True
 
     def resolve(self) -> TrainConfig:
         """A complete, checked copy: variant defaults filled in, every value validated."""
@@ -56,6 +62,8 @@ class TrainConfig:
             variant = get_variant(self.variant)
             knobs = variant.resolve_knobs(self.knobs)
             check_dataset_name(self.dataset)
+            if variant.source != BUILT_IN:  # your own code: does it build, and fit the data set?
+                check_builds(variant, dataset_info(self.dataset).shape, knobs)
         except (VariantError, DataError) as exc:
             raise ConfigError(str(exc)) from None
         defaults = {"optimizer": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0, "l2": 0.0}

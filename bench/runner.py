@@ -19,7 +19,7 @@ from . import checkpoint as ckpt
 from . import tracking
 from .config import TrainConfig
 from .data import DataSplits
-from .train import TrainResult, train
+from .train import TrainResult, evaluate_pixels, load_data, train
 
 
 def find_checkpoint(run_id: str, download_dir: str | Path) -> Path | None:
@@ -74,3 +74,13 @@ def run_tracked(
         if checkpointer is not None:
             checkpointer.discard()
     return run_id, result
+
+
+def evaluate_test_after_selection(run_id: str, config: TrainConfig, tag: str) -> float:
+    """The test accuracy of the model run ``run_id`` logged, measured now (after a selection made on
+    val) and logged on that run as ``test_acc`` / ``test_loss``, with ``tag`` set to say so."""
+    model = tracking.load_model(run_id)
+    loss, accuracy = evaluate_pixels(model, load_data(config).test, config.eval_batch_size)
+    tracking.log_metrics(run_id, {"test_acc": accuracy, "test_loss": loss})
+    tracking.set_tags(run_id, {tag: "true"})
+    return accuracy

@@ -80,9 +80,22 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if mode == "fp16":
         return torch.float16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    # Natively only: older GPUs "support" bf16 by emulation, slower than fp32.
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.bfloat16
     return None
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """``bfloat16``, ``float16`` or ``float32`` (None: no autocast)."""
+    return str(dtype or torch.float32).removeprefix("torch.")
+
+
+def use_device(device: torch.device) -> None:
+    """Make ``device`` this process's current CUDA device, so a worker on cuda:1 allocates, syncs
+    and measures there and not on cuda:0."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -197,7 +210,7 @@ def measure_gemm(device: torch.device, dtype: torch.dtype) -> float:
     gen = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, device=device, dtype=torch.float32, generator=gen).to(dtype)
     b = torch.randn(n, n, device=device, dtype=torch.float32, generator=gen).to(dtype)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     torch.mm(a, b)
     sync()
     reps, start = 0, time.perf_counter()

@@ -44,6 +44,7 @@ class Training:
     max_train_samples: int | None = None
     split_seed: int | None = None
     amp: str | None = None
+    evaluate_test: bool | None = None  # false: never touch the test split (a search's confirmation does it after selection)
     knobs: dict | None = None
 
 

@@ -35,8 +35,10 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig
 from .data import DataSplits, Split, load_dataset
-from .models import count_parameters, get_model
-from .runtime import amp_dtype, device_name, gemm_gflops, hardware, resolve_device, seed_everything, tune_malloc
+from .models import count_parameters, get_model, get_variant
+from .runtime import (
+    amp_dtype, device_name, dtype_name, gemm_gflops, hardware, resolve_device, seed_everything, tune_malloc, use_device,
+)
 
 __all__ = [
     "Callback",
@@ -45,6 +47,7 @@ __all__ = [
     "NonFiniteLossError",
     "RunInfo",
     "TrainResult",
+    "evaluate_pixels",
     "load_data",
     "train",
 ]
@@ -87,6 +90,9 @@ class RunInfo:
     flop_per_image: float  # one training step's forward + backward FLOPs per image
     peak_gflops: float  # the machine's dense GEMM rate in the run's compute dtype
     start_epoch: int = 0  # epochs already done when resumed from a checkpoint; 0 for a fresh run
+    compute_dtype: str = "float32"  # what autocast computes in: float32 (none), bfloat16 or float16
+    model_notes: dict[str, str] = dataclasses.field(default_factory=dict)  # what the builder reports (e.g. weights)
+    variant_source: str = "built-in"  # which code built the model: built-in, a file and its digest, a package
 
 
 @dataclasses.dataclass
@@ -101,8 +107,8 @@ class CheckpointSaved:
 class TrainResult:
     config: TrainConfig
     history: list[EpochMetrics]
-    test_loss: float
-    test_acc: float
+    test_loss: float | None  # None when the config says not to touch test (a search's trials)
+    test_acc: float | None
     model: nn.Module
     num_parameters: int
     device: str
@@ -111,6 +117,10 @@ class TrainResult:
     mean: tuple[float, ...]  # normalisation the model expects (train-split statistics)
     std: tuple[float, ...]
     classes: tuple[str, ...]
+    # Measured once after training: train_acc_eval (the train split, eval mode) and, with
+    # config.train_mode_eval, train_acc_train_mode and val_acc_train_mode (the model left in train mode).
+    after: dict[str, float] = dataclasses.field(default_factory=dict)
+    diverged: str | None = None  # why the run counts as diverged (its loss exploded), else None
 
     @property
     def final(self) -> EpochMetrics:
@@ -213,16 +223,20 @@ def _prepare(cfg: TrainConfig, data: DataSplits | None, resume_from: str | Path 
     except RuntimeError as exc:
         raise ConfigError(str(exc)) from None
     resumed = ckpt.load(resume_from) if resume_from is not None else None  # unreadable: fail before loading data
+    use_device(device)
+    dtype = amp_dtype(cfg.amp, device)
     tune_malloc()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     if data is None:
         data = load_data(cfg)
-    identity = ckpt.identity(cfg, data) if (needs_identity or resumed) else {}
+    variant = get_variant(cfg.variant)
+    identity = (ckpt.identity(cfg, data, device.type, dtype_name(dtype), variant.source)
+                if (needs_identity or resumed) else {})
     if resumed is not None:
         ckpt.check_identity(resumed, identity, resume_from)
     seed_everything(cfg.seed)
-    model = get_model(cfg.variant, data.info.shape, **cfg.knobs)
+    model = variant.build(data.info.shape, **cfg.knobs)
     num_parameters = count_parameters(model)
     layout = _memory_format(cfg.memory_format, model)
     model = model.to(device=device, memory_format=layout)
@@ -231,7 +245,6 @@ def _prepare(cfg: TrainConfig, data: DataSplits | None, resume_from: str | Path 
     x_train, y_train = _to_device(data.train, device, mean, std, layout)
     x_val, y_val = _to_device(data.val, device, mean, std, layout)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    dtype = amp_dtype(cfg.amp, device)
 
     def autocast() -> contextlib.AbstractContextManager:
         if dtype is None:
@@ -253,6 +266,7 @@ def _prepare(cfg: TrainConfig, data: DataSplits | None, resume_from: str | Path 
     run.info = RunInfo(
         cfg, num_parameters, device_name(device), data.source, len(y_train), len(y_val), len(data.test), model, data,
         hardware(device), flop_per_image, gemm_gflops(device, dtype or torch.float32), len(run.history),
+        dtype_name(dtype), {k: str(v) for k, v in getattr(model, "bench_notes", {}).items()}, variant.source,
     )
     return run
 
@@ -306,6 +320,8 @@ def _train_epoch(run: _Run, epoch: int, step_hooks: Sequence[Callable[[int, int,
             f"(lr={cfg.lr}, optimizer={cfg.optimizer}); lower the learning rate or check the data"
         )
     val_loss, val_acc = _evaluate(model, run.x_val, run.y_val, cfg.eval_batch_size, run.autocast)
+    if not math.isfinite(val_loss):
+        raise NonFiniteLossError(f"val loss became {val_loss} at epoch {epoch} (lr={cfg.lr}, optimizer={cfg.optimizer})")
     gflops = run.info.flop_per_image * n / epoch_time / 1e9
     return EpochMetrics(
         epoch, train_loss, n_correct / n, val_loss, val_acc, epoch_time, n / epoch_time, gflops, gflops / run.info.peak_gflops
@@ -331,15 +347,62 @@ def _save_checkpoint(run: _Run, epoch: int, checkpointer: ckpt.Checkpointer, cal
 
 
 def _finish(run: _Run) -> TrainResult:
-    """After the last epoch: the test split, evaluated once."""
+    """After the last epoch: the measurements taken once, on the trained model as it is.
+
+    The train split in eval mode (the train accuracy a source's figure is compared with; the
+    per-epoch one is a running mean taken while the weights still moved), the model in train
+    mode where the config asks for a source's protocol, then the test split, unless the config
+    keeps test untouched.
+    """
+    cfg = run.cfg
+    _, train_acc_eval = _evaluate(run.model, run.x_train, run.y_train, cfg.eval_batch_size, run.autocast)
+    after = {"train_acc_eval": train_acc_eval}
+    if cfg.train_mode_eval:
+        after["train_acc_train_mode"] = _accuracy_in_train_mode(run, run.x_train, run.y_train)
+        after["val_acc_train_mode"] = _accuracy_in_train_mode(run, run.x_val, run.y_val)
     del run.x_train, run.y_train  # free the training copy before the test split arrives
-    x_test, y_test = _to_device(run.data.test, run.device, run.mean, run.std, run.layout)
-    test_loss, test_acc = _evaluate(run.model, x_test, y_test, run.cfg.eval_batch_size, run.autocast)
+    test_loss = test_acc = None
+    if cfg.evaluate_test:
+        x_test, y_test = _to_device(run.data.test, run.device, run.mean, run.std, run.layout)
+        test_loss, test_acc = _evaluate(run.model, x_test, y_test, cfg.eval_batch_size, run.autocast)
     data = run.data
     return TrainResult(
-        run.cfg, run.history, test_loss, test_acc, run.model, run.info.num_parameters, run.info.device, data.source,
-        data.test.images[:4].float() / 255.0, data.mean, data.std, data.info.classes,
+        cfg, run.history, test_loss, test_acc, run.model, run.info.num_parameters, run.info.device, data.source,
+        data.test.images[:4].float() / 255.0, data.mean, data.std, data.info.classes, after,
+        _diverged(run.history, data.info.shape.num_classes),
     )
+
+
+@torch.no_grad()
+def _accuracy_in_train_mode(run: _Run, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy with the model left in train mode, as code that never calls ``model.eval()`` measures it:
+    dropout active, batch norm on each batch's own statistics, batches of the training batch size in
+    the split's order. On a copy and under a forked, fixed RNG, so the trained model's running
+    statistics and the run's random streams stay exactly as they were."""
+    probe = copy.deepcopy(run.model).train()
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(run.cfg.seed)
+        for i in range(0, len(y), run.cfg.batch_size):
+            with run.autocast():
+                logits = probe(x[i : i + run.cfg.batch_size])
+            correct += (logits.argmax(1) == y[i : i + run.cfg.batch_size]).sum()
+    return correct.item() / len(y)
+
+
+def _diverged(history: Sequence[EpochMetrics], num_classes: int) -> str | None:
+    """Why a run whose losses stayed finite still counts as diverged, or None.
+
+    Chance level is ln(classes) (a uniform guess). A loss that ends above it after having been
+    below half of where it ends has blown up; one that ends at ten times chance never trained.
+    """
+    chance = math.log(num_classes)
+    final = history[-1].train_loss
+    lowest = min(m.train_loss for m in history)
+    if final > 10 * chance or (final > chance and final > 2 * lowest):
+        return (f"train loss ended at {final:.4g} (lowest {lowest:.4g}; chance level ln({num_classes}) = "
+                f"{chance:.3f}): the loss exploded")
+    return None
 
 
 def _training_flops_per_image(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast, device) -> float:
@@ -382,9 +445,11 @@ def load_data(config: TrainConfig) -> DataSplits:
 
 
 @torch.inference_mode()
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast) -> tuple[float, float]:
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast,
+              switch_to_eval: bool = True) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) over ``x``; one host sync at the end."""
-    model.eval()
+    if switch_to_eval:
+        model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, len(y), batch_size):
@@ -394,6 +459,14 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
         correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
     loss, n_correct = torch.stack([loss_sum, correct.double()]).tolist()
     return loss / len(y), n_correct / len(y)
+
+
+def evaluate_pixels(model: nn.Module, split: Split, batch_size: int = 1024) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of a model that takes [0, 1] float pixels (a logged model, whose
+    graph normalises), on a split of uint8 images; on the CPU, in fp32."""
+    x = split.images.float().div_(255.0)
+    # An exported graph was traced in eval mode and has no eval() of its own (torch refuses the call).
+    return _evaluate(model, x, split.labels, batch_size, contextlib.nullcontext, switch_to_eval=False)
 
 
 def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:

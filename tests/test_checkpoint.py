@@ -108,6 +108,22 @@ def test_foreign_checkpoint_is_refused_naming_what_differs(tmp_path):
             train(other, resume_from=path, progress=False)
 
 
+def test_a_checkpoint_from_another_kind_of_device_is_refused_before_any_training(tmp_path, monkeypatch):
+    """A CUDA run continued on the CPU would restore a batch-order generator state of another size (a
+    bare RuntimeError) and switch from bf16 to fp32 unnoticed: it is refused, naming both devices."""
+    config = TrainConfig(variant="mlp", dataset="mnist", epochs=2, max_train_samples=300, seed=0).resolve()
+    path = _checkpoint_of(config, tmp_path)
+    state = torch.load(path, weights_only=True)
+    assert (state["identity"]["device_type"], state["identity"]["compute_dtype"]) == ("cpu", "float32")
+    state["identity"].update(device_type="cuda", compute_dtype="bfloat16")  # as a GPU worker would have written it
+    torch.save(state, path)
+    import bench.train as train_module
+
+    monkeypatch.setattr(train_module, "_train_epoch", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(ckpt.CheckpointError, match=r"written on cuda \(bfloat16\); this run is on cpu \(float32\)"):
+        train(config, resume_from=path, progress=False)
+
+
 def test_corrupt_or_alien_checkpoint_is_refused(tmp_path):
     config = TrainConfig(variant="softmax", dataset="mnist", epochs=2, max_train_samples=300).resolve()
     good = _checkpoint_of(config, tmp_path)

@@ -21,17 +21,23 @@ def config(device: str, **overrides) -> TrainConfig:
     return TrainConfig(**settings)
 
 
-def test_a_short_cuda_run_uses_bf16_and_lands_near_the_cpu_run():
+def test_a_short_cuda_run_computes_in_native_bf16_and_lands_near_the_cpu_run():
     seen = {}
 
     class Probe:
         def on_train_start(self, info):
             seen["device"] = info.device
             seen["param_device"] = next(info.model.parameters()).device.type
+            seen["dtype"] = info.compute_dtype
+            # What the first layer really computes in during training (its output's dtype under autocast).
+            first = next(m for m in info.model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+            first.register_forward_hook(lambda module, args, out: seen.setdefault("computed", out.dtype))
 
     on_gpu = train(config("cuda"), [Probe()], progress=False)
     on_cpu = train(config("cpu"), progress=False)
-    assert on_gpu.config.amp == "auto" and seen["param_device"] == "cuda"
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    assert seen["dtype"] == ("bfloat16" if native else "float32") and seen["param_device"] == "cuda"
+    assert seen["computed"] == (torch.bfloat16 if native else torch.float32)
     assert seen["device"] == torch.cuda.get_device_name(0)
     # bf16 autocast and other kernels: not bit-identical, but the same model to within 2 points
     assert abs(on_gpu.final.val_acc - on_cpu.final.val_acc) < 0.02
@@ -71,7 +77,7 @@ def test_suite_workers_take_one_device_each(tmp_path):
     outcome = run_suite_workers(load_suite(path), "quick", workers=2, log_models=False, echo=lambda _: None)
     children = tracking.child_runs(outcome.parent_run_id)
     by_pid = children.groupby("tags.bench.pid")["params.device"].agg(set)
-    assert set(children["params.device"]) <= {"cuda:0", "cuda:1"}
     assert all(len(devices) == 1 for devices in by_pid), by_pid  # each worker stays on its own device
-    if len(by_pid) == 2:  # both workers claimed runs: one device each
-        assert set().union(*by_pid) == {"cuda:0", "cuda:1"}
+    assert len(by_pid) == 2 and set().union(*by_pid) == {"cuda:0", "cuda:1"}, by_pid  # and both devices worked
+    # Each run measured its own device's GEMM rate and computed in its dtype there.
+    assert set(children["tags.bench.compute_dtype"]) <= {"bfloat16", "float32"}

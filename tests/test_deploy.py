@@ -62,6 +62,10 @@ batch_size = 100
 [space]
 lr = { low = 1e-3, high = 0.3, log = true }
 width = { low = 2, high = 8 }
+
+[confirm]
+top = 2
+seeds = 2
 """
 
 
@@ -93,11 +97,20 @@ def deployment(postgres_url, tmp_path_factory):
             conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
     port = free_port()
     log = open(root / "server.log", "w")
+    # MLflow's built-in authentication, as docs/deploy.md runs it: settings in a file, secrets in the
+    # environment, nothing secret on a command line.
+    (root / "auth.ini").write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root / 'basic_auth.db'}\n"
+        "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    admin_password, worker_password = uuid.uuid4().hex, uuid.uuid4().hex
+    server_env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"),
+                  "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password, "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex}
     server = subprocess.Popen(
-        [shutil.which("mlflow", path=str(BIN)) or "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", in_schema(postgres_url, schemas["mlflow"]),
+        [shutil.which("mlflow", path=str(BIN)) or "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--backend-store-uri", in_schema(postgres_url, schemas["mlflow"]),
          "--artifacts-destination", str(root / "artifact-store")],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root,
+        stdout=log, stderr=subprocess.STDOUT, cwd=root, env=server_env,
     )
     tracking_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -110,8 +123,15 @@ def deployment(postgres_url, tmp_path_factory):
                 server.kill()
                 pytest.fail("mlflow server did not start: " + (root / "server.log").read_text()[-3000:])
             time.sleep(0.5)
+    # The workers' own user, made by the admin through the auth API.
+    import requests
+
+    made = requests.post(f"{tracking_url}/api/2.0/mlflow/users/create", auth=("admin", admin_password), timeout=30,
+                         json={"username": "bench-worker", "password": worker_password})
+    assert made.status_code == 200, made.text
     yield {"tracking": tracking_url, "optuna": in_schema(postgres_url, schemas["optuna"]), "root": root,
-           "password": urlsplit(postgres_url).password}
+           "password": urlsplit(postgres_url).password, "user": ("bench-worker", worker_password),
+           "admin_password": admin_password}
     server.terminate()
     try:
         server.wait(timeout=20)
@@ -130,8 +150,10 @@ def machine(deployment, name: str) -> tuple[Path, dict[str, str]]:
     (home / "studies" / "deploy_suite.toml").write_text(SUITE)
     (home / "studies" / "deploy_search.toml").write_text(STUDY)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BENCH_"))}
+    user, password = deployment["user"]
     env.update(MLFLOW_TRACKING_URI=deployment["tracking"], BENCH_CACHE_DIR=str(home / "cache"),
-               BENCH_DATA_DIR=os.environ["BENCH_DATA_DIR"], OMP_NUM_THREADS="1", BENCH_SYSTEM_METRICS="0")
+               BENCH_DATA_DIR=os.environ["BENCH_DATA_DIR"], OMP_NUM_THREADS="1", BENCH_SYSTEM_METRICS="0",
+               MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password, BENCH_STORAGE_URL=deployment["optuna"])
     return home, env
 
 
@@ -147,6 +169,7 @@ def on_both(deployment, command: list[str]) -> list[subprocess.CompletedProcess]
     results = []
     for proc in procs:
         out, _ = proc.communicate(timeout=420)
+        proc.output = out
         results.append(proc)
         assert proc.returncode == 0, out[-4000:]
     return results
@@ -154,8 +177,9 @@ def on_both(deployment, command: list[str]) -> list[subprocess.CompletedProcess]
 
 @pytest.fixture(scope="module")
 def ran(deployment):
-    suite = on_both(deployment, ["suite", "studies/deploy_suite.toml", "--storage", deployment["optuna"], "--quiet"])
-    search = on_both(deployment, ["search", "studies/deploy_search.toml", "--storage", deployment["optuna"], "--quiet"])
+    # The storage URL (with its password) comes from BENCH_STORAGE_URL: no --storage on any command line.
+    suite = on_both(deployment, ["suite", "studies/deploy_suite.toml", "--quiet"])
+    search = on_both(deployment, ["search", "studies/deploy_search.toml", "--quiet"])
     return suite, search
 
 
@@ -165,7 +189,32 @@ def client(deployment, ran):
     # rewrites MLFLOW_TRACKING_URI), and every later test would talk to this module's stopped server.
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", deployment["tracking"])
+        env.setenv("MLFLOW_TRACKING_USERNAME", deployment["user"][0])
+        env.setenv("MLFLOW_TRACKING_PASSWORD", deployment["user"][1])
         yield MlflowClient(deployment["tracking"])
+
+
+def test_an_unauthenticated_client_cannot_create_a_run_or_read_one(deployment, client, ran):
+    import requests
+
+    experiment = client.get_experiment_by_name("deploy-suite").experiment_id
+    anonymous = requests.post(f"{deployment['tracking']}/api/2.0/mlflow/runs/create", timeout=30,
+                              json={"experiment_id": experiment})
+    assert anonymous.status_code == 401
+    wrong = requests.post(f"{deployment['tracking']}/api/2.0/mlflow/runs/create", timeout=30,
+                          json={"experiment_id": experiment}, auth=("bench-worker", "not-the-password"))
+    assert wrong.status_code == 401
+    listing = requests.post(f"{deployment['tracking']}/api/2.0/mlflow/runs/search", timeout=30,
+                            json={"experiment_ids": [experiment]})
+    assert listing.status_code == 401
+
+
+def test_each_machine_says_what_it_trained_and_both_see_the_whole_suite(ran):
+    import re
+
+    trained = [int(re.search(r"(\d+) trained here", proc.output).group(1)) for proc in ran[0]]
+    assert sum(trained) == 6 and all(n > 0 for n in trained), trained
+    assert all("6 of 6 pairs finished" in proc.output for proc in ran[0])
 
 
 def runs_of(client, experiment: str):
@@ -194,8 +243,13 @@ def test_the_search_counts_its_trials_once_and_registers_one_model(client, ran):
     assert len(trials) == 4 and {r.info.status for r in trials} == {"FINISHED"}
     assert {r.data.tags["bench.pid"] for r in trials} == pids(ran[1])
     versions = client.search_model_versions("name = 'deploy-search-best'")
-    assert len(versions) == 1  # one machine retrained and registered it, the other said so
+    assert len(versions) == 1  # one machine registered the confirmed winner, the other said so
     assert client.get_model_version_by_alias("deploy-search-best", "champion").version == versions[0].version
+    # The confirmation (2 configs and the baseline, 2 fresh seeds each) ran once, over both machines.
+    confirmation = [r for r in runs if r.data.tags.get("bench.kind") == "run"]
+    pairs = sorted((r.data.tags["bench.label"], r.data.tags["bench.seed"]) for r in confirmation)
+    assert len(pairs) == 6 == len(set(pairs)) and {r.info.status for r in confirmation} == {"FINISHED"}
+    assert versions[0].run_id in {r.info.run_id for r in confirmation}
 
 
 def test_a_third_machine_rebuilds_both_reports_and_loads_the_model(deployment, client):
@@ -217,6 +271,7 @@ def test_a_third_machine_rebuilds_both_reports_and_loads_the_model(deployment, c
 def test_no_credential_in_any_param_tag_artifact_or_report(deployment, client):
     password = deployment["password"]
     assert password
+    secrets = [password.encode(), deployment["user"][1].encode(), deployment["admin_password"].encode()]
     for experiment in ("deploy-suite", "deploy-search"):
         for run in runs_of(client, experiment):
             assert password not in repr(run.data.params) + repr(run.data.tags), run.info.run_id
@@ -224,7 +279,7 @@ def test_no_credential_in_any_param_tag_artifact_or_report(deployment, client):
                 deployment["root"] / "downloads" / run.info.run_id))
             for path in Path(local).rglob("*"):
                 if path.is_file():
-                    assert password.encode() not in path.read_bytes(), path
+                    assert not any(secret in path.read_bytes() for secret in secrets), path
     for path in (deployment["root"] / "machine-c" / "reports").rglob("*"):
         if path.is_file():
-            assert password.encode() not in path.read_bytes(), path
+            assert not any(secret in path.read_bytes() for secret in secrets), path

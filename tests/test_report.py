@@ -58,14 +58,16 @@ def report(tmp_path_factory):
 
 
 class TableRows(HTMLParser):
-    """The text of every <td> of every <tbody> row."""
+    """The text of every <td> of every <tbody> row of the summary table."""
 
     def __init__(self):
         super().__init__()
-        self.rows, self.cell, self.in_body = [], None, False
+        self.rows, self.cell, self.in_body, self.in_summary = [], None, False, False
 
     def handle_starttag(self, tag, attrs):
-        if tag == "tbody":
+        if tag == "table":
+            self.in_summary = ("id", "summary") in attrs
+        elif tag == "tbody" and self.in_summary:
             self.in_body = True
         elif tag == "tr" and self.in_body:
             self.rows.append([])
@@ -86,10 +88,11 @@ class TableRows(HTMLParser):
 
 def test_writes_every_file(report):
     built, _ = report
-    assert {p.name for p in built.files} == {"accuracy.png", "curves.png", "summary.csv", "index.html"}
+    assert {p.name for p in built.files} == {"accuracy.png", "curves.png", "verdicts.png", "summary.csv", "index.html"}
 
 
-@pytest.mark.parametrize("name, inches", [("accuracy.png", (8.6, 5)), ("curves.png", (13, 4.8))])
+@pytest.mark.parametrize("name, inches", [("accuracy.png", (8.6, 5)), ("curves.png", (13, 4.8)),
+                                          ("verdicts.png", (9.5, 0.5 + 2.0))])
 def test_png_files_open_with_the_expected_size(report, name, inches):
     built, _ = report
     with Image.open(built.out_dir / name) as image:
@@ -109,7 +112,8 @@ def test_html_table_has_one_row_per_variant_with_the_runs_metrics(report):
     children = tracking.child_runs(outcome.parent_run_id)
     for row in parser.rows[:2]:
         runs = children[children["tags.bench.label"] == row[0]]
-        for column, metric in ((3, "train_acc"), (4, "val_acc"), (5, "test_acc")):
+        # train: the train split measured after training, in eval mode
+        for column, metric in ((3, "train_acc_eval"), (4, "val_acc"), (5, "test_acc")):
             values = runs[f"metrics.{metric}"]
             assert row[column] == f"{values.mean():.4f} ± {values.std():.4f}"
         assert row[2] == "2"
@@ -142,14 +146,14 @@ def test_names_from_runs_are_escaped(report):
 def test_page_is_self_contained_and_links_the_runs(report):
     built, outcome = report
     page = (built.out_dir / "index.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 2
+    assert page.count('src="data:image/png;base64,') == 3
     assert 'src="http' not in page and "<link" not in page
     assert f"/runs/{outcome.parent_run_id}" in page
     assert "[suite]" in page  # the definition is shown
     assert "torch" in page and "Environment" in page
 
 
-def test_verdict_against_the_baseline_is_welch_and_holm_over_the_runs(report):
+def test_verdict_against_the_baseline_is_welch_tost_and_holm_over_the_runs(report):
     from scipy import stats
 
     built, outcome = report
@@ -163,9 +167,20 @@ def test_verdict_against_the_baseline_is_welch_and_holm_over_the_runs(report):
     assert lenet["baseline_diff"] == pytest.approx(sum(val[EVIL]) / 2 - sum(val["softmax"]) / 2)
     assert (lenet["baseline_ci_low"], lenet["baseline_ci_high"]) == pytest.approx((interval.low, interval.high))
     assert lenet["baseline_p_holm"] == pytest.approx(expected.pvalue)  # one comparison: Holm changes nothing
-    assert lenet["verdict"] in ("better", "worse", "no evidence at 2 seeds")
+    # The verdict these numbers call for (default margin: 1 point), worked out here independently.
+    row, base = [v + 0.01 for v in val[EVIL]], val["softmax"]
+    p_equiv = max(stats.ttest_ind(row, base, equal_var=False, alternative="greater").pvalue,
+                  stats.ttest_ind([v - 0.02 for v in row], base, equal_var=False, alternative="less").pvalue)
+    if p_equiv <= 0.05:
+        verdict = "equivalent within ±1 pt"
+    elif expected.pvalue <= 0.05:
+        verdict = "better" if lenet["baseline_diff"] > 0 else "worse"
+    else:
+        verdict = "undecided (2 seeds; "
+    assert lenet["verdict"].startswith(verdict), (lenet["verdict"], verdict)
+    assert lenet["baseline_p_equiv_holm"] == pytest.approx(p_equiv)
     page = (built.out_dir / "index.html").read_text()
-    assert "Holm-corrected" in page and lenet["verdict"] in page
+    assert "Holm-corrected" in page and "TOST" in page and lenet["verdict"] in page
 
 
 def test_report_says_when_runs_came_from_different_machines(report, tmp_path):
@@ -184,6 +199,17 @@ def test_report_says_when_runs_came_from_different_machines(report, tmp_path):
         assert "came from 2 different machines" in page and "Some Other CPU" in page
     finally:
         tracking.set_tags(one, {"hw.machine": real})
+
+
+def test_only_web_addresses_become_links(tmp_path):
+    hostile = SUITE.replace('title = "made-up numbers for the test"',
+                            'title = "made-up numbers for the test"\nurl = "javascript:alert(document.cookie)"')
+    hostile = hostile.replace('name = "report-test"', 'name = "report-links"')
+    path = tmp_path / "report-links.toml"
+    path.write_text(hostile)
+    run_suite(load_suite(path), "quick", log_models=False, progress=False, echo=lambda _: None, rows=["softmax"])
+    page = (build_report("report-links", tmp_path / "out", log=False).out_dir / "index.html").read_text()
+    assert 'href="javascript:' not in page and "javascript:alert(document.cookie) (not a web address: not linked)" in page
 
 
 def test_report_is_logged_on_the_parent_run(report):
@@ -256,3 +282,12 @@ def test_headless_chromium_decodes_every_image_without_console_errors(which, req
     console = browser.get_log("browser")
     assert len(widths) == len([f for f in built.files if f.suffix == ".png"]) and all(w > 0 for w in widths), widths
     assert not [m for m in console if m["level"] in ("SEVERE", "ERROR")], console
+
+
+def test_the_printed_summary_fits_a_100_column_terminal(report):
+    from bench.suites import format_summary
+
+    _, outcome = report
+    text = format_summary(outcome.summary, margin=0.01)
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    assert "verdict" in text and "vs softmax, pt [95% CI]" in text and "made-up" in text  # sources below the table

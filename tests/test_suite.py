@@ -297,3 +297,57 @@ def test_resuming_on_workers_with_more_seeds_runs_only_the_new_pairs(tmp_path):
     again = run_suite_workers(suite, "quick", seeds=[0, 1], resume=True, **settings)
     assert again.parent_run_id == first.parent_run_id and (again.ran, again.skipped) == (2, 2)
     assert [status for *_, status in _pairs(first.parent_run_id)] == ["FINISHED"] * 4
+
+
+# ---------------------------------------------------------------------------- numbers that are what they say
+
+
+def test_resuming_with_other_settings_is_refused_and_never_reported_as_finished(capsys):
+    """The reproduction: 1-epoch runs, then the same command with --epochs 3 --resume, used to print
+    '0 run(s) trained, 2 skipped as finished' and report the 1-epoch numbers."""
+    args = ["suite", str(REPO / "studies" / "mnist_seeds.toml"), "--profile", "quick", "--rows", "softmax,mlp",
+            "--max-train-samples", "1000", "--quiet", "--no-log-model", "--experiment", "resume-mixup"]
+    assert main([*args, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--epochs", "3", "--resume"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "holds runs trained under other settings" in err and "epochs = 1 in its runs, 3 now" in err
+    runs = tracking.find_runs(filter_string="tags.`bench.kind` = 'run' and tags.`bench.suite` = 'mnist-seeds'")
+    assert set(runs[runs["experiment_id"] == runs["experiment_id"].iloc[0]]["params.epochs"]) == {"1"}  # nothing trained
+
+
+def test_workers_get_the_storage_url_through_the_environment_not_argv(tmp_path, monkeypatch):
+    import bench.suites.workers as workers_module
+
+    started = []
+
+    class Recorder:
+        def __init__(self, cmd, env):
+            started.append((cmd, env))
+            self.pid = 0
+
+        def poll(self):
+            return 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(workers_module.subprocess, "Popen", Recorder)
+    url = str(tmp_path / "s3cret-password-path.journal")
+    suite = load_suite(write_suite(tmp_path, "env-storage"))
+    run_suite_workers(suite, "quick", seeds=[0], workers=2, storage=url, log_models=False, progress=False,
+                      echo=lambda _: None)
+    assert len(started) == 2
+    for cmd, env in started:
+        assert not any("s3cret" in arg for arg in cmd), cmd
+        assert env["BENCH_STORAGE_URL"] == url
+
+
+def test_each_machine_says_what_it_trained_and_what_the_suite_holds(tmp_path, capsys):
+    path = write_suite(tmp_path, "counts")
+    assert main(["suite", str(path), "--seeds", "1", "--no-log-model", "--quiet"]) == 0
+    assert "2 trained here, 0 skipped as finished; 2 of 2 pairs finished" in capsys.readouterr().out
+    assert main(["suite", str(path), "--seeds", "2", "--no-log-model", "--quiet", "--resume"]) == 0
+    assert "2 trained here, 2 skipped as finished; 4 of 4 pairs finished" in capsys.readouterr().out

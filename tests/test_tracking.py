@@ -206,3 +206,37 @@ def test_stale_children_are_the_ones_whose_process_died():
     assert client.get_run(ids["alive"]).info.status == "RUNNING"  # another worker's run is left alone
     assert client.get_run(ids["dead"]).data.tags[tracking.TAG_ERROR].startswith("stale")
     client.set_terminated(ids["alive"])
+
+
+@pytest.mark.parametrize("text, secret, shown", [
+    ("postgresql://bench:hunter2@db-host:5432/optuna", "hunter2", "postgresql://bench:***@db-host:5432/optuna"),
+    ("storage postgresql+psycopg://bench@db/optuna?password=hunter2&sslmode=require failed",
+     "hunter2", "postgresql+psycopg://bench@db/optuna?password=***&sslmode=require failed"),
+    ("http://admin:hunter2@tracking:5000/api", "hunter2", "http://admin:***@tracking:5000/api"),
+    ("mysql://u@h/db?passwd=hunter2", "hunter2", "mysql://u@h/db?passwd=***"),
+])
+def test_credentials_are_masked_in_every_url_form(text, secret, shown):
+    masked = tracking.redact(text)
+    assert secret not in masked and shown in masked
+
+
+def test_urls_with_nothing_to_hide_are_left_exactly_as_written():
+    for text in ("http://127.0.0.1:5000/#/experiments/1/runs/abc", "optuna/suites/x.journal", "no url here"):
+        assert tracking.redact(text) == text
+
+
+def test_a_trials_fail_reason_is_masked(tmp_path):
+    import optuna
+
+    from bench.workqueue import open_storage, trials
+
+    storage = open_storage(str(tmp_path / "q.journal"))
+    study = optuna.create_study(storage=storage, study_name="masking")
+    trial = trials.claim(study, str(tmp_path / "q.journal"), total=1)
+
+    def work(_):
+        raise RuntimeError("cannot reach postgresql://bench:hunter2@db/optuna")
+
+    frozen = trials.run(study, storage, trial, work)
+    assert frozen.state.name == "FAIL" and "hunter2" not in frozen.user_attrs["fail_reason"]
+    assert "postgresql://bench:***@db/optuna" in frozen.user_attrs["fail_reason"]

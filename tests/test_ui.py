@@ -68,15 +68,19 @@ def page_text(driver, url: str, *needles: str, shot, timeout: float = 90) -> str
     """Open ``url`` and wait until the rendered text holds every needle; fail showing what it held."""
     driver.get(url)
     deadline = time.monotonic() + timeout
-    text = ""
+    text, seen = "", ""
     while time.monotonic() < deadline:
         text = driver.execute_script("return document.body ? document.body.innerText : ''")
-        if all(n in text for n in needles):
+        seen += text  # long tables render only the rows in view: text scrolled past still counts
+        if all(n in seen for n in needles):
             driver.save_screenshot(str(shot))
-            return text
+            return seen
+        # As a user would: scroll every scrolled pane down, so rows below the fold get rendered.
+        driver.execute_script("document.querySelectorAll('*').forEach(e => {"
+                              " if (e.scrollHeight > e.clientHeight + 5) e.scrollTop += e.clientHeight; });")
         time.sleep(1)
     driver.save_screenshot(str(shot))
-    missing = [n for n in needles if n not in text]
+    missing = [n for n in needles if n not in seen]
     pytest.fail(f"{url} never showed {missing}; it showed: {text[-1500:]}")
 
 

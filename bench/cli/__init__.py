@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import report, search, suite, train
+from . import diff, report, search, suite, train
 from .common import EXIT_USAGE, UsageError
 
 __all__ = ["build_parser", "main"]
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bench", description="Train and compare image-classifier variants (see README.md)."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for family in (train, suite, search, report):
+    for family in (train, suite, diff, search, report):
         family.add_parsers(sub)
     return parser
 
@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..data import DataError
     from ..train import NonFiniteLossError
 
+    # MLflow draws a progress bar for every artifact it reads (a report reads many): lines, not information.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if getattr(args, "no_system_metrics", False):  # an environment variable, so worker processes inherit it
         os.environ["BENCH_SYSTEM_METRICS"] = "0"
     try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -66,17 +68,18 @@ def add_tracking_arguments(p: argparse.ArgumentParser, default_experiment: str, 
                    help="no MLflow system metrics (CPU, memory, disk, GPU sampled every 2 s into each run)")
 
 
-def seed_list(text: str) -> list[int] | None:
-    """``3`` means seeds 0, 1, 2; ``0,5,7`` means exactly those; ``default`` the suite's."""
-    if text == "default":
-        return None
+def seed_list(text: str) -> list[int] | str | None:
+    """``3`` means seeds 0, 1, 2; ``0,5,7`` means exactly those; ``default`` the suite's; ``auto``
+    rounds of seeds for the rows still undecided."""
+    if text in ("default", "auto"):
+        return None if text == "default" else "auto"
     try:
         if "," in text:
             seeds = [int(s) for s in text.split(",") if s.strip()]
         else:
             seeds = list(range(int(text)))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count (3) or a list (0,5,7), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a count (3), a list (0,5,7) or auto, got {text!r}") from None
     if not seeds or any(s < 0 for s in seeds):
         raise argparse.ArgumentTypeError(f"expected at least one seed, all >= 0, got {text!r}")
     return seeds
@@ -88,3 +91,33 @@ def write_report(target: str, out: str | None, ui_url: str, log: bool = True) ->
     report = build_report(target, out, ui_url=ui_url, log=log)
     logged = f"; also logged to run {report.parent_run_id}" if log else ""
     print(f"report: {report.out_dir / 'index.html'} ({len(report.summary)} rows{logged})")
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction of accuracy in (0, 1), e.g. 0.01 for 1 point, got {text!r}")
+    return value
+
+
+def duration(text: str) -> float | None:
+    """A wall-clock budget (``30m``, ``2h``), or ``none``."""
+    from ..suites.rounds import parse_duration
+
+    if text.lower() in ("none", "default"):
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def storage_url(text: str | None) -> str | None:
+    """``--storage``, else ``$BENCH_STORAGE_URL`` (which keeps a password off command lines); None: no shared storage."""
+    from ..workqueue.storage import STORAGE_ENV
+
+    text = text if text not in (None, "") else os.environ.get(STORAGE_ENV)
+    return None if text in (None, "", "default") else text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import DEFAULT_UI_URL, UsageError, add_tracking_arguments, or_default, write_report
+from .common import DEFAULT_UI_URL, UsageError, add_tracking_arguments, or_default, storage_url, write_report
 
 
 def add_parsers(sub) -> None:
@@ -13,10 +13,17 @@ def add_parsers(sub) -> None:
     p.add_argument("file", help="study file, e.g. studies/cifar2_search.toml")
     p.add_argument("--n-trials", type=or_default(int), help="total trials the study should count (default: the file's); re-running resumes")
     p.add_argument("--storage", help="optuna storage: a journal file path (default optuna/<study>.journal) "
-                                      "or postgresql://user:pass@host/db for many machines")
+                                      "or postgresql://user@host/db for many machines ($BENCH_STORAGE_URL keeps a "
+                                      "password off the command line)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine, sharing the cores (default 1)")
     p.add_argument("--threads", type=or_default(int), help="torch threads per worker (default: cores / workers)")
-    p.add_argument("--no-register", action="store_true", help="skip retraining and registering the best model")
+    p.add_argument("--confirm", action=argparse.BooleanOptionalAction, default=None,
+                   help="after the search, train its top configs and the baseline again over fresh seeds, judge them "
+                        "and register the confirmed winner as <study>-best@champion (default: on when the study file "
+                        "has a [confirm] table)")
+    p.add_argument("--confirm-seeds", type=int, metavar="N",
+                   help="fresh seeds per config for the confirmation (default: [confirm] seeds, else 3)")
+    p.add_argument("--no-register", action="store_true", help="confirm, but register no champion")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--report", nargs="?", const="", metavar="DIR", help="write the study's report at the end")
     p.add_argument("--ui-url", default=DEFAULT_UI_URL, help=f"MLflow UI address for the report's links (default {DEFAULT_UI_URL})")
@@ -44,7 +51,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"--n-trials {args.n_trials} is not accepted; accepted: an integer >= 1")
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers} is not accepted; accepted: an integer >= 1")
-    storage = None if args.storage in (None, "", "default") else args.storage
+    if args.confirm_seeds is not None and args.confirm_seeds < 2:
+        raise UsageError(f"--confirm-seeds {args.confirm_seeds} is not accepted; accepted: an integer >= 2 (a verdict needs two)")
+    storage = storage_url(args.storage)
     if args.worker_of:  # one of --workers K processes, started by the coordinating one
         run_worker(spec, storage, args.n_trials or spec.n_trials, args.worker_of, threads=args.threads,
                    worker_index=args.worker_index)
@@ -52,7 +61,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     try:
         outcome = run_search(
             spec, storage=storage, n_trials=args.n_trials, workers=args.workers, threads=args.threads,
-            experiment=args.experiment, register_best=not args.no_register, progress=False if args.quiet else None,
+            experiment=args.experiment, register_best=not args.no_register, confirm=args.confirm,
+            confirm_seeds=args.confirm_seeds, progress=False if args.quiet else None,
         )
     except SearchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
@@ -74,7 +84,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise UsageError(f"--port {args.port} is not accepted; accepted: 1 to 65535")
     try:
         spec = load_study(args.file)
-        serve_dashboard(spec, None if args.storage in (None, "", "default") else args.storage, host=args.host,
+        serve_dashboard(spec, storage_url(args.storage), host=args.host,
                         port=args.port)
     except SearchError as exc:
         raise UsageError(str(exc)) from None

@@ -6,8 +6,10 @@ import argparse
 import sys
 from typing import Any
 
+from ..verdicts.sequential import AutoSeeds
 from .common import (
-    DEFAULT_UI_URL, UsageError, add_checkpoint_arguments, add_tracking_arguments, or_default, seed_list, write_report,
+    DEFAULT_UI_URL, UsageError, add_checkpoint_arguments, add_tracking_arguments, duration, fraction, or_default,
+    seed_list, storage_url, write_report,
 )
 
 
@@ -15,7 +17,19 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("suite", help="run a declared suite (studies/*.toml): every row x seed as MLflow child runs")
     p.add_argument("file", help="suite file, e.g. studies/cifar2_chapter8.toml")
     p.add_argument("--profile", default="quick", help="profile of the suite file (default quick)")
-    p.add_argument("--seeds", type=seed_list, help="3 = seeds 0,1,2; or a list 0,5,7 (default: the suite's)")
+    p.add_argument("--seeds", type=seed_list,
+                   help="3 = seeds 0,1,2; or a list 0,5,7; or auto: rounds of seeds where they matter, only for "
+                        "rows still undecided (default: the suite's)")
+    g = p.add_argument_group("verdicts")
+    g.add_argument("--margin", type=fraction,
+                   help="the smallest difference of val accuracy that matters, e.g. 0.01 = 1 point: rows within it "
+                        "are called equivalent (default: the suite file's margin, else 0.01)")
+    g.add_argument("--max-seeds", type=or_default(int), default=AutoSeeds.max_seeds,
+                   help=f"--seeds auto: at most this many seeds per row (default {AutoSeeds.max_seeds}; rounds start "
+                        f"with {AutoSeeds.start} and add {AutoSeeds.step})")
+    g.add_argument("--budget", type=duration, metavar="DURATION",
+                   help="--seeds auto: stop adding rounds when the next one would end after this much wall time "
+                        "since the start, e.g. 30m, 2h, 1h30m, or none (default: no limit)")
     p.add_argument("--resume", nargs="?", const=True, metavar="PARENT_RUN_ID",
                    help="re-open the latest parent run of this suite and profile (or the one given) "
                         "and skip the runs that already FINISHED")
@@ -36,8 +50,9 @@ def add_parsers(sub) -> None:
                         "or one GPU each when there are several (default 1: one run after another, no study)")
     g.add_argument("--storage", metavar="URL",
                    help="Optuna storage shared by the workers of several machines: postgresql://... (or a "
-                        "journal file on one host); start the same command on each machine "
-                        "(default with --workers K: a journal file under optuna/suites/)")
+                        "journal file on one host); start the same command on each machine; $BENCH_STORAGE_URL "
+                        "keeps a password off the command line (default with --workers K: a journal file under "
+                        "optuna/suites/)")
     g.add_argument("--study-name", help="the study in --storage (default: suite, profile, seeds and a digest of the "
                                         "plan, so identical commands on several machines meet in one study)")
     g.add_argument("--worker-of", help=argparse.SUPPRESS)
@@ -56,18 +71,25 @@ def cmd_suite(args: argparse.Namespace) -> int:
             overrides[name] = getattr(args, name)
     overrides.update({"device": args.device, "threads": args.threads, "data_dir": args.data_dir})
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    auto = _auto_seeds(args)
+    seeds = None if auto else args.seeds
     try:
         suite = load_suite(args.file)
-        plan = suite.plan(args.profile, args.seeds, overrides, rows=rows)  # every run checked before any starts
+        # Every run checked before any starts (with auto: every seed a round may add).
+        plan = suite.plan(args.profile, list(range(auto.max_seeds)) if auto else seeds, overrides, rows=rows)
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
+    if auto and suite.baseline is None:
+        raise UsageError(f"--seeds auto judges rows against the suite's baseline; {args.file} declares none ([suite] baseline)")
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers} is not accepted; accepted: an integer >= 1")
-    storage = None if args.storage in (None, "", "default") else args.storage
+    storage = storage_url(args.storage)
     if args.study_name and storage is None and args.workers == 1:
         raise UsageError("--study-name names a study in --storage; give --storage too (or --workers K)")
     common = dict(
-        seeds=args.seeds,
+        seeds=seeds,
+        auto=auto,
+        margin=args.margin,
         resume=args.resume if args.resume is not None else False,
         experiment=args.experiment,
         overrides=overrides,
@@ -78,7 +100,9 @@ def cmd_suite(args: argparse.Namespace) -> int:
         epoch_lines=not args.quiet,
     )
     if not args.worker_of:
-        print(f"suite {suite.name} [{args.profile}]: {len(plan)} runs on {suite.dataset}")
+        what = (f"--seeds auto: {auto.start} seeds per row first, up to {auto.max_seeds}" if auto else f"{len(plan)} runs")
+        print(f"suite {suite.name} [{args.profile}]: {what} on {suite.dataset}")
+    margin = args.margin or suite.margin
     try:
         if args.workers > 1 or storage is not None:
             outcome = run_suite_workers(suite, args.profile, workers=args.workers, storage=storage,
@@ -91,13 +115,25 @@ def cmd_suite(args: argparse.Namespace) -> int:
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
     except SuiteFailed as exc:
-        print(format_summary(exc.summary))
+        print(format_summary(exc.summary, margin=margin, looks=auto.looks if auto else 1))
         print(f"bench: {exc}", file=sys.stderr)
         if args.report is not None and not exc.summary.empty:
             write_report(exc.parent_run_id, args.report or None, args.ui_url)
         return 1
-    print(format_summary(outcome.summary))
-    print(f"parent run {outcome.parent_run_id}: {outcome.ran} run(s) trained, {outcome.skipped} skipped as finished")
+    print(format_summary(outcome.summary, margin=margin, looks=auto.looks if auto else 1))
+    print(f"parent run {outcome.parent_run_id}: {outcome.line()}")
     if args.report is not None:
         write_report(outcome.parent_run_id, args.report or None, args.ui_url)
     return 0
+
+
+def _auto_seeds(args: argparse.Namespace) -> AutoSeeds | None:
+    max_seeds = AutoSeeds.max_seeds if args.max_seeds is None else args.max_seeds
+    if args.seeds != "auto":
+        if args.budget is not None or max_seeds != AutoSeeds.max_seeds:
+            raise UsageError("--max-seeds and --budget belong to --seeds auto")
+        return None
+    try:
+        return AutoSeeds(max_seeds=max_seeds, budget_s=args.budget)
+    except ValueError as exc:
+        raise UsageError(f"--max-seeds {args.max_seeds}: {exc}") from None

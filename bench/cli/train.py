@@ -8,12 +8,15 @@ import sys
 from typing import Any
 
 from ..config import AMP_MODES, MEMORY_FORMATS, OPTIMIZERS, ConfigError, TrainConfig
+from ..models.plugins import canonical
 from .common import UsageError, add_checkpoint_arguments, add_tracking_arguments, knob_pair, or_default
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("list", help="list variants (with parameter counts for --dataset) and data sets")
     p.add_argument("--dataset", help="show each variant's parameter count for this data set's input shape")
+    p.add_argument("--variant", action="append", default=[], metavar="FILE.py:NAME",
+                   help="also show a variant of your own, given as FILE.py:NAME or package.module:NAME (repeatable)")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("train", help="train one variant on one data set")
     _add_train_arguments(p)
@@ -23,7 +26,8 @@ def add_parsers(sub) -> None:
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("what to train")
-    g.add_argument("--variant", default=d.variant, help=f"registered variant (see `bench list`; default {d.variant})")
+    g.add_argument("--variant", default=d.variant,
+                   help=f"a variant (see `bench list`), or your own as FILE.py:NAME or package.module:NAME (default {d.variant})")
     g.add_argument("--dataset", default=d.dataset, help=f"mnist, fashion-mnist, cifar10, cifar2 or imagefolder:PATH (default {d.dataset})")
     g.add_argument("--width", type=or_default(int), help="the variant's width knob (channels or units)")
     g.add_argument("--depth", type=or_default(int), help="the variant's depth knob (conv layers, hidden layers or ResBlocks)")
@@ -66,7 +70,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if getattr(args, name) is not None:
             knobs[name] = getattr(args, name)
     config = TrainConfig(
-        variant=args.variant,
+        variant=canonical(args.variant),  # your own file, made absolute: workers and resumes find it
         knobs=knobs,
         dataset=args.dataset,
         epochs=args.epochs,
@@ -124,13 +128,14 @@ class ConsolePrinter:
         print(
             f"done: {result.config.variant} on {result.config.dataset}, {len(result.history)} epochs in {seconds:.1f} s "
             f"({seconds / len(result.history):.2f} s/epoch); train acc {f.train_acc:.4f}, val acc {f.val_acc:.4f}, "
-            f"test acc {result.test_acc:.4f}"
+            + ("test not evaluated" if result.test_acc is None else f"test acc {result.test_acc:.4f}")
         )
+        if result.diverged:
+            print(f"warning: this run diverged ({result.diverged}); suites do not judge it")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from ..data import DATASETS, DataError, dataset_info
-    from ..models import count_parameters, get_model, get_variant, list_variants
 
     shape = None
     if args.dataset:
@@ -139,20 +144,43 @@ def cmd_list(args: argparse.Namespace) -> int:
         except DataError as exc:
             raise UsageError(str(exc)) from None
     print("variants" + (f" (parameters for {args.dataset}: {shape.channels}x{shape.size}x{shape.size}, {shape.num_classes} classes)" if shape else ""))
-    logging.getLogger("bench.models").setLevel(logging.ERROR)  # no pretrained-weights notes here
-    for name in list_variants():
-        v = get_variant(name)
-        params = f"  {count_parameters(get_model(name, shape)):>12,}" if shape else ""
-        print(f"  {name:<17}{params}  {v.description}")
-        knobs = ", ".join(f"{k}={kn.default}" for k, kn in v.knobs.items()) or "none"
-        defaults = ", ".join(f"{k}={val}" for k, val in v.train_defaults.items())
-        print(f"  {'':<17}{' ' * len(params)}  knobs: {knobs}; trains with: {defaults}")
-        print(f"  {'':<17}{' ' * len(params)}  from: {v.origin}")
+    quiet_models = logging.getLogger("bench.models")  # no pretrained-weights notes in a listing
+    level = quiet_models.level
+    quiet_models.setLevel(logging.ERROR)
+    try:
+        _print_variants(args.variant, shape)
+    finally:
+        quiet_models.setLevel(level)
     print("data sets")
     for info in DATASETS.values():
         print(f"  {info.name:<17}  {info.description}")
     print(f"  {'imagefolder:PATH':<17}  your own train/<class>/* and test/<class>/* images")
     return 0
+
+
+def _print_variants(extra: list[str], shape) -> None:
+    from ..models import BUILT_IN, VariantError, count_parameters, get_variant, list_variants, registered
+    from ..models.plugins import entry_point_names, find
+
+    for name in [*list_variants(), *extra]:
+        try:
+            v = get_variant(name)
+            params = f"  {count_parameters(v.build(shape)):>12,}" if shape else ""
+        except VariantError as exc:  # a broken plugin: shown, and the others still listed
+            print(f"  {name:<17}  cannot be loaded: {exc}")
+            continue
+        pad = f"  {'':<17}{' ' * len(params)}"
+        print(f"  {name:<17}{params}  {v.description}")
+        knobs = ", ".join(f"{k}={kn.default}" for k, kn in v.knobs.items()) or "none"
+        defaults = ", ".join(f"{k}={val}" for k, val in v.train_defaults.items()) or "bench's defaults"
+        print(f"{pad}  knobs: {knobs}; trains with: {defaults}")
+        print(f"{pad}  from: {v.origin}" + ("" if v.source == BUILT_IN else f" [{v.source}]"))
+    for name in entry_point_names():  # an installed plugin that takes a built-in's name is refused, and says so
+        if (built_in := registered(name)) is not None and built_in.source == BUILT_IN:
+            try:
+                find(name)
+            except VariantError as exc:
+                print(f"  {'(plugin) ' + name:<17}  cannot be loaded: {exc}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

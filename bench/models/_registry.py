@@ -14,18 +14,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = [
-    "InputShape",
-    "Knob",
-    "Variant",
-    "VariantError",
-    "register",
-    "get_variant",
-    "get_model",
-    "list_variants",
-    "count_parameters",
-    "describe_variant",
-]
+__all__ = ["BUILT_IN", "InputShape", "Knob", "Variant", "VariantError", "count_parameters", "register_variant"]
 
 
 class VariantError(ValueError):
@@ -79,10 +68,15 @@ class Knob:
         if self.kind is bool:
             return "accepted: true or false"
         if self.kind is float:
-            return f"accepted: {self.low} <= value < {self.high}"
-        if self.high is None:
+            low = "-inf" if self.low is None else self.low
+            return f"accepted: {low} <= value < {'inf' if self.high is None else self.high}"
+        if self.kind is not int:
+            return f"accepted: a {self.kind.__name__}"
+        if self.low is not None and self.high is not None:
+            return f"accepted: an integer from {self.low} to {self.high}"
+        if self.low is not None:
             return f"accepted: an integer >= {self.low}"
-        return f"accepted: an integer from {self.low} to {self.high}"
+        return "accepted: any integer" if self.high is None else f"accepted: an integer <= {self.high}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +90,8 @@ class Variant:
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # Training settings the source used with this variant (lr, l2, weight_decay, ...).
     train_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Which code builds it: "built-in", "file <path> sha256:<digest>", "package <name> <version> ...".
+    source: str = "built-in"
 
     def resolve_knobs(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults merged with ``overrides``, each checked; unknown knobs raise."""
@@ -113,66 +109,76 @@ class Variant:
 
     def build(self, shape: InputShape, **overrides: Any) -> nn.Module:
         knobs = self.resolve_knobs(overrides)
-        return self.builder(shape, **self.fixed, **knobs)
+        model = self.builder(shape, **self.fixed, **knobs)
+        if not isinstance(model, nn.Module):
+            raise VariantError(f"variant {self.name!r} ({self.source}): its builder returned a "
+                               f"{type(model).__name__}, not a torch.nn.Module")
+        return model
+
+
+BUILT_IN = "built-in"  # the source of bench's own variants
 
 
 _VARIANTS: dict[str, Variant] = {}
+# While a plugin module is being imported, its registrations are collected here instead (the loader
+# decides under which name they count, so a file loaded twice, or by path and by entry point, is no clash).
+_collecting: list[dict[str, Variant]] = []
 
 
-def register(
+def register_variant(
     name: str,
     *,
     description: str,
     origin: str,
-    knobs: Mapping[str, Knob],
+    knobs: Mapping[str, Knob] | None = None,
     fixed: Mapping[str, Any] | None = None,
     train_defaults: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register ``builder`` under ``name``. A name may be taken once."""
+    """Decorator: register a model builder as a variant, for every command of bench.
+
+    ``builder(shape: InputShape, **knobs) -> nn.Module`` builds the model for a data set's input
+    shape; ``knobs`` are its settings (``Knob(default, help, kind, low, high, choices)``), set with
+    ``--knob NAME=VALUE`` (``--width``/``--depth``/``--dropout`` for those names) and searchable in a
+    study's ``[space]``; ``train_defaults`` are the settings its source trained it with (optimizer,
+    lr, l2, ...); ``origin`` says where it comes from. A name may be taken once, and never a built-in's.
+    """
 
     def wrapper(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        add_variant(
-            Variant(
-                name=name,
-                builder=builder,
-                description=description,
-                origin=origin,
-                knobs=dict(knobs),
-                fixed=dict(fixed or {}),
-                train_defaults=dict(train_defaults or {}),
-            )
+        variant = Variant(
+            name=name, builder=builder, description=description, origin=origin, knobs=dict(knobs or {}),
+            fixed=dict(fixed or {}), train_defaults=dict(train_defaults or {}),
+            source=BUILT_IN if builder.__module__.startswith("bench.") else f"module {builder.__module__}",
         )
+        if _collecting:
+            _collecting[-1][name] = variant
+        else:
+            add_variant(variant)
         return builder
 
     return wrapper
 
 
+register = register_variant  # the name bench's own families use
+
+
 def add_variant(variant: Variant) -> None:
-    if variant.name in _VARIANTS:
+    existing = _VARIANTS.get(variant.name)
+    if existing is not None and existing.source == BUILT_IN and variant.source != BUILT_IN:
+        raise VariantError(
+            f"variant {variant.name!r} ({variant.source}) clashes with the built-in {variant.name!r} "
+            f"({existing.description}; {existing.origin}); give yours another name"
+        )
+    if existing is not None:
         raise ValueError(f"a variant named {variant.name!r} is already registered")
     _VARIANTS[variant.name] = variant
 
 
-def get_variant(name: str) -> Variant:
-    try:
-        return _VARIANTS[name]
-    except KeyError:
-        raise VariantError(f"unknown variant {name!r}; accepted: {', '.join(list_variants())}") from None
+def registered(name: str) -> Variant | None:
+    return _VARIANTS.get(name)
 
 
-def get_model(name: str, shape: InputShape, **knobs: Any) -> nn.Module:
-    """Build variant ``name`` for inputs of ``shape`` with knob overrides."""
-    return get_variant(name).build(shape, **knobs)
-
-
-def list_variants() -> list[str]:
+def registered_names() -> list[str]:
     return list(_VARIANTS)
-
-
-def describe_variant(name: str) -> str:
-    """One sentence for a run's description: what the variant is and where it comes from."""
-    variant = get_variant(name)
-    return f"{name}: {variant.description} (from {variant.origin})."
 
 
 def count_parameters(model: nn.Module) -> int:

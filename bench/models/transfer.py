@@ -37,6 +37,27 @@ class _GreyToRGB(nn.Module):
         return x.expand(-1, 3, -1, -1)
 
 
+class ResNetBackbone(torchvision.models.ResNet):
+    """torchvision's ResNet, except that batch-norm layers whose weights are frozen stay in eval mode.
+
+    ``model.train()`` would otherwise switch them to batch statistics and keep updating their
+    running means on CIFAR, so a "frozen" ImageNet backbone would drift under the head.
+    """
+
+    def train(self, mode: bool = True) -> ResNetBackbone:
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d) and not any(p.requires_grad for p in module.parameters()):
+                module.eval()
+        return self
+
+
+_ARCHITECTURES = {
+    "resnet18": (torchvision.models.resnet.BasicBlock, [2, 2, 2, 2]),
+    "resnet50": (torchvision.models.resnet.Bottleneck, [3, 4, 6, 3]),
+}
+
+
 @register(
     "resnet-head",
     description="torchvision ResNet (18 or 50) with fc replaced by Linear->ReLU->Linear",
@@ -50,25 +71,36 @@ class _GreyToRGB(nn.Module):
     train_defaults={"optimizer": "adam", "lr": 1e-3},
 )
 def resnet_head(shape: InputShape, arch: str, width: int, pretrained: bool, freeze_backbone: bool) -> nn.Module:
-    backbone = getattr(torchvision.models, arch)(weights=None)
+    backbone = ResNetBackbone(*_ARCHITECTURES[arch])
     checkpoint = local_checkpoint(arch)
-    loaded = False
-    if pretrained and checkpoint.is_file():
+    loaded = pretrained and checkpoint.is_file()
+    if loaded:
         backbone.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-        loaded = True
         log.info("resnet-head: loaded ImageNet weights from %s", checkpoint)
+        weights = f"ImageNet weights loaded from {checkpoint}"
     elif pretrained:
         log.warning(
             "resnet-head: no cached ImageNet weights at %s; the %s backbone is RANDOMLY initialised", checkpoint, arch
         )
-    if loaded and freeze_backbone:
+        weights = f"randomly initialised: no cached ImageNet weights at {checkpoint}"
+    else:
+        weights = "randomly initialised (pretrained=false)"
+    frozen = loaded and freeze_backbone
+    if frozen:
         for p in backbone.parameters():
             p.requires_grad_(False)
     backbone.fc = nn.Sequential(
         nn.Linear(backbone.fc.in_features, width), nn.ReLU(), nn.Linear(width, shape.num_classes)
     )
     if shape.channels == 1:
-        return nn.Sequential(_GreyToRGB(), backbone)
-    if shape.channels != 3:
-        backbone.conv1 = nn.Conv2d(shape.channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    return backbone
+        model: nn.Module = nn.Sequential(_GreyToRGB(), backbone)
+    else:
+        model = backbone
+        if shape.channels != 3:
+            backbone.conv1 = nn.Conv2d(shape.channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    # Read by the trainer and logged as bench.model.* tags: which weights this run really started from.
+    model.bench_notes = {
+        "weights": weights,
+        "frozen": "backbone frozen, its batch norm in eval mode" if frozen else "nothing frozen",
+    }
+    return model

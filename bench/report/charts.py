@@ -23,17 +23,23 @@ from .. import tracking  # noqa: E402
 from ..suites.spec import Suite  # noqa: E402
 from ..suites.summary import published_columns  # noqa: E402
 from ..verdicts import curve_metric  # noqa: E402
+from ..verdicts.kinds import BETTER, EQUIVALENT, UNDECIDED, UNJUDGED, WORSE  # noqa: E402
 
 CHART_DPI = 110
 SOURCE_MARKERS = ("D", "^", "s", "v", "P")  # one per source, black, drawn on the bars
 _STATE_COLORS = {"COMPLETE": "#4c72b0", "PRUNED": "#c44e52", "FAIL": "#999999", "RUNNING": "#55a868"}
+VERDICT_COLORS = {BETTER: "#2a9d3c", WORSE: "#c0392b", EQUIVALENT: "#2c6fbb", UNDECIDED: "#7f7f7f", UNJUDGED: "#c8c8c8"}
 
 
 def accuracy_chart(finished: pd.DataFrame, summary: pd.DataFrame, suite: Suite | None, path: Path) -> Path:
     """The seed's grouped bar chart: train and val accuracy per variant, mean ± std over seeds,
     with each source's published value marked on its bar (and test bars where a source gives test)."""
     pairs = published_columns(summary)
-    splits = [("train", "train_acc"), ("val", "val_acc")]
+    # Train accuracy measured after training (eval mode), as the seed's chart did; the running mean of the
+    # last epoch only for runs logged before bench measured it.
+    measured = "metrics.train_acc_eval" in finished and finished["metrics.train_acc_eval"].notna().all()
+    train = "train_acc_eval" if measured else "train_acc"
+    splits = [("train", train), ("val", "val_acc")]
     if any(metric == "test_acc" for _, metric in pairs):
         splits.append(("test", "test_acc"))
     long = pd.concat(
@@ -66,7 +72,7 @@ def accuracy_chart(finished: pd.DataFrame, summary: pd.DataFrame, suite: Suite |
         for source_, metric in pairs:
             if source_ != source:
                 continue
-            hue = hue_order.index(metric.removesuffix("_acc"))
+            hue = hue_order.index(metric.split("_")[0])
             for i, value in enumerate(summary[f"{source}.{metric}"]):
                 if value is not None and not (isinstance(value, float) and math.isnan(value)):
                     xs.append(i + (hue - (len(hue_order) - 1) / 2) * width)
@@ -122,6 +128,51 @@ def curves_chart(histories: pd.DataFrame, summary: pd.DataFrame, suite: Suite | 
     fig.savefig(path, dpi=CHART_DPI)
     plt.close(fig)
     return path
+
+
+def verdicts_chart(summary: pd.DataFrame, margin: float, path: Path, *, baseline: str | None = None,
+                   title: str = "Verdicts against the baseline") -> Path:
+    """A forest plot of the verdicts: each row's val-accuracy difference from the baseline, in points,
+    with its 95 % interval, the ±margin band shaded, coloured by verdict; where a source published
+    both the row and the baseline, its difference is marked."""
+    rows = summary[summary["verdict"] != "baseline"].reset_index(drop=True)
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(9.5, 0.5 * max(len(rows), 1) + 2.0))
+    ax.axvspan(-margin * 100, margin * 100, color="#2c6fbb", alpha=0.12, label=f"±{margin * 100:g} pt: no difference that matters")
+    ax.axvline(0, color="#444", linewidth=0.8)
+    y = list(range(len(rows)))[::-1]
+    for yi, (_, r) in zip(y, rows.iterrows()):
+        kind = r.get("verdict_kind") or UNJUDGED
+        color = VERDICT_COLORS.get(kind, VERDICT_COLORS[UNJUDGED])
+        if not _missing(r["baseline_ci_low"]):
+            ax.plot([r["baseline_ci_low"] * 100, r["baseline_ci_high"] * 100], [yi, yi], color=color, linewidth=2.2)
+        if not _missing(r["baseline_diff"]):
+            ax.plot(r["baseline_diff"] * 100, yi, "o", color=color, markersize=7)
+    base = summary[summary["verdict"] == "baseline"]
+    for k, source in enumerate(dict.fromkeys(s for s, m in published_columns(summary) if m == "val_acc")):
+        column = f"{source}.val_acc"
+        if base.empty or _missing(base[column].iloc[0]):
+            continue
+        xs = [(r[column] - base[column].iloc[0]) * 100 for _, r in rows.iterrows()]
+        points = [(x, yi) for x, yi in zip(xs, y) if not _missing(x)]
+        if points:
+            ax.scatter([p[0] for p in points], [p[1] for p in points], marker=SOURCE_MARKERS[k % len(SOURCE_MARKERS)],
+                       facecolors="none", edgecolors="black", s=45, zorder=5, label=f"published: {source}")
+    for kind, color in VERDICT_COLORS.items():
+        if kind in set(rows.get("verdict_kind", [])):
+            ax.plot([], [], "o-", color=color, label=kind)
+    ax.set_yticks(y, [str(label) for label in rows["label"]])
+    ax.set_xlabel(f"val accuracy minus {baseline or 'the baseline'}'s, points (95 % CI)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 # ---------------------------------------------------------------------------- studies

@@ -10,8 +10,13 @@ from typing import Any
 import pandas as pd
 
 from .. import tracking
+from ..suites.spec import parse_suite
+from ..suites.summary import baseline_cell, summarize
+from ..verdicts import against_baseline, method_note
 from . import charts
-from .pages import Report, ReportError, RunLinks, data_uri, definition, environment, is_missing, render
+from .pages import Report, ReportError, RunLinks, data_uri, definition, environment, is_missing, mean_std, render
+
+CONFIRMATION = "confirmation.json"  # logged on the study's parent by bench.search.confirm
 
 
 def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> Report:
@@ -46,6 +51,8 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
     link = RunLinks(ui_url, parent.info.experiment_id)
     states = trials["state"].value_counts().to_dict()
     tags = parent.data.tags
+    confirmation = _confirmation(read(CONFIRMATION) if CONFIRMATION in artifacts else None, link)
+    run_ids = set(children["run_id"]) | confirmation.get("run_ids", set())
     page = render(
         "study.html.j2", out / "index.html",
         name=name,
@@ -56,7 +63,8 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
         parent_url=link(parent_id),
         metric=metric,
         best=_best(best, metric),
-        registered=_registered(name, children, link),
+        registered=_registered(name, run_ids, link),
+        confirmation=confirmation,
         images=[(data_uri(p), p.stem) for p in images],
         importances=", ".join(f"{k}: {v:.3f}" for k, v in importances.items()),
         columns=[c for c in table.columns if c != "run_id"],
@@ -75,9 +83,56 @@ def _best(best: dict[str, Any], metric: str) -> dict[str, Any] | None:
             "params": json.dumps(best.get("params", {}))}
 
 
-def _registered(name: str, children: pd.DataFrame, link: RunLinks) -> dict[str, Any] | None:
+def _confirmation(record: dict[str, Any] | None, link: RunLinks) -> dict[str, Any]:
+    """The confirmation of the search's winner, as the page shows it: one line per config (search val,
+    confirmed val, the winner's-curse gap, verdicts against the baseline and the winner)."""
+    if not record:
+        return {}
+    confirm_id = record["confirmation_run_id"]
+    children = tracking.child_runs(confirm_id)
+    name, text = definition(confirm_id)
+    suite = parse_suite(text, name, check_variants=False) if text else None
+    margin = float(record.get("margin", 0.01))
+    summary = summarize(children, suite, margin=margin).set_index("label")
+    candidates = {c["label"]: c for c in record["candidates"]}
+    values = {label: summary_values(children, label) for label in summary.index if label in candidates}
+    versus = (against_baseline(values, record["winner"], margin=margin).set_index("label")
+              if record.get("winner") else pd.DataFrame())
+    rows = []
+    for label in [*[c for c in candidates if c in summary.index], record["baseline"]]:
+        if label not in summary.index:
+            continue
+        r, candidate = summary.loc[label], candidates.get(label)
+        rows.append({
+            "label": label,
+            "search": "" if candidate is None else f"{candidate['value']:.4f}",
+            "confirmed": f"{mean_std(r['val_acc_mean'], r['val_acc_std'])} (n={int(r['n_seeds'])})",
+            "gap": "" if candidate is None else f"{(r['val_acc_mean'] - candidate['value']) * 100:+.2f}",
+            "vs_baseline": "" if label == record["baseline"] else f"{baseline_cell(r)} {r['verdict']}",
+            "vs_winner": "" if label not in versus.index or label == record["winner"] else versus.loc[label, "verdict"],
+            "params": "" if candidate is None else json.dumps(candidate["params"]),
+            "winner": label == record.get("winner"),
+        })
+    winner = record.get("winner")
+    test = record.get("winner_test") or {}
+    return {
+        "rows": rows, "seeds": record["seeds"], "baseline": record["baseline"], "winner": winner,
+        "winner_verdict": summary.loc[winner, "verdict"] if winner in summary.index else "",
+        "beats_baseline": record.get("beats_baseline", False), "margin_pt": f"{margin * 100:g}",
+        "test": f"{test['mean']:.4f} ± {test['std']:.4f} over {test['n']} runs" if test.get("n") else "not measured",
+        "parent_url": link(confirm_id), "parent_id": confirm_id, "run_ids": set(children["run_id"]),
+        "method_note": method_note(int(summary["baseline_p_holm"].notna().sum()), margin),
+    }
+
+
+def summary_values(children: pd.DataFrame, label: str) -> list[float]:
+    runs = children[(children[f"tags.{tracking.TAG_LABEL}"] == label) & (children["status"] == "FINISHED")]
+    return runs["metrics.val_acc"].astype(float).tolist()
+
+
+def _registered(name: str, run_ids: set[str], link: RunLinks) -> dict[str, Any] | None:
     """The study's model as the registry has it (name, version, aliases), or None."""
-    found = tracking.registered_model(f"{name}-best", set(children["run_id"]))
+    found = tracking.registered_model(f"{name}-best", run_ids)
     if not found:
         return None
     return {**found, "run_url": link(found["run_id"]), "model_url": link.model(found["name"], found["version"]),

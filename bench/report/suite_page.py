@@ -9,9 +9,11 @@ from typing import Any
 import pandas as pd
 
 from .. import tracking
-from ..suites.spec import TAG_ROWS, Suite, SuiteError, parse_suite
-from ..suites.summary import SUMMARY_METRICS, baseline_cell, published_cell, published_columns, summarize
-from ..verdicts import method_note
+from ..suites.run import TAG_AUTO_STOP
+from ..suites.spec import TAG_LOOKS, TAG_MARGIN, TAG_ROWS, Suite, SuiteError, parse_suite
+from ..suites.summary import baseline_cell, published_columns, summarize
+from ..verdicts import DEFAULT_MARGIN, method_note
+from ..verdicts.sources import declared
 from . import charts
 from .pages import Report, RunLinks, data_uri, definition, environment, mean_std, number, render, safe_link
 
@@ -20,17 +22,25 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
     parent_id = parent.info.run_id
     definition_name, definition_text = definition(parent_id)
     suite = _parse_definition(definition_name, definition_text)
-    summary = summarize(children, suite)
+    tags = parent.data.tags
+    margin = float(tags.get(TAG_MARGIN) or (suite.margin if suite else DEFAULT_MARGIN))
+    looks = int(tags.get(TAG_LOOKS) or 1)
+    summary = summarize(children, suite, margin=margin, looks=looks)
     finished = children[children["status"] == "FINISHED"]
     images = {
         "accuracy": charts.accuracy_chart(finished, summary, suite, out / "accuracy.png"),
         "curves": charts.curves_chart(_histories(finished), summary, suite, out / "curves.png"),
     }
+    if summary["baseline_diff"].notna().sum() > 1:  # the baseline and at least one row compared with it
+        images["verdicts"] = charts.verdicts_chart(summary, margin, out / "verdicts.png",
+                                                   baseline=suite.baseline if suite else None)
     table = _table(summary)
     table.to_csv(out / "summary.csv", index=False)
     page = render(
         "suite.html.j2", out / "index.html",
         **_context(parent, name, summary, finished, suite, children, images, ui_url),
+        method_note=method_note(int(summary["baseline_p_holm"].notna().sum()), margin, looks),
+        margin_pt=f"{margin * 100:g}", looks=looks, auto_stop=tags.get(TAG_AUTO_STOP, ""),
         definition_name=definition_name, definition=definition_text,
     )
     return Report(out, [*images.values(), out / "summary.csv", page], summary, parent_id)
@@ -58,12 +68,15 @@ def _context(parent, name: str, summary: pd.DataFrame, finished: pd.DataFrame, s
         machines=machines,
         baseline=suite.baseline if suite else None,
         published=published,
-        rows=[_row(r, published, link) for _, r in summary.iterrows()],
+        rows=[_row(r, link) for _, r in summary.iterrows()],
+        published_rows=_published_rows(summary, published),
         missing=_rows_not_run(suite, summary, children, tags),
-        width=14 + len(published),
-        method_note=method_note(int(summary["baseline_p_holm"].notna().sum())),
+        width=14,
+        protocol_rows=_protocol_rows(summary, suite),
+        model_notes=_model_notes(finished),
         sources=[
-            {"name": n, "title": meta.get("title", ""), "epochs": meta.get("epochs"), "url": safe_link(meta.get("url"))}
+            {"name": n, "title": meta.get("title", ""), "epochs": meta.get("epochs"), "url": safe_link(meta.get("url")),
+             "shown_url": meta.get("url"), "under": _measured_under(meta)}
             for n, meta in (suite.sources.items() if suite else [])
         ],
         ui_url=ui_url,
@@ -77,14 +90,80 @@ def _context(parent, name: str, summary: pd.DataFrame, finished: pd.DataFrame, s
     )
 
 
-def _row(r: pd.Series, published: list[tuple[str, str]], link: RunLinks) -> dict[str, Any]:
+def _row(r: pd.Series, link: RunLinks) -> dict[str, Any]:
     cells = [(str(r["label"]), ""), (str(r["variant"]), ""), (str(int(r["n_seeds"])), "")]
-    cells += [(mean_std(r[f"{m}_mean"], r[f"{m}_std"]), "") for m in SUMMARY_METRICS]
-    cells += [(baseline_cell(r), ""), (str(r["verdict"]), "verdict")]
-    cells += [(published_cell(r, source, metric), "") for source, metric in published]
+    train = "train_acc_eval" if not pd.isna(r["train_acc_eval_mean"]) else "train_acc"  # runs from before bench measured it
+    cells += [(mean_std(r[f"{m}_mean"], r[f"{m}_std"]), "") for m in (train, "val_acc", "test_acc")]
+    kind = str(r.get("verdict_kind") or "").replace(" ", "-")
+    cells += [(baseline_cell(r), ""), (str(r["verdict"]), f"verdict {kind}".strip())]
     cells += [(f"{int(r['num_parameters']):,}", ""), (str(int(r["epochs"])), ""), (f"{r['s_per_epoch']:.2f}", ""),
               (number(r["train_gflops"], ".1f"), ""), (number(r["gemm_fraction"] * 100, ".1f"), "")]
     return {"cells": cells, "runs": [(run_id, link(run_id)) for run_id in str(r["run_ids"]).split()]}
+
+
+def _published_rows(summary: pd.DataFrame, published: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """One line per published figure: the value, ours measured the source's way, the difference,
+    and whether it was judged (or what differs)."""
+    out = []
+    for _, r in summary.iterrows():
+        for source, metric in published:
+            value = r[f"{source}.{metric}"]
+            if pd.isna(value):
+                continue
+            ours_key = r.get(f"{source}.{metric}_ours") or metric
+            ok, differs = r[f"{source}.{metric}_within_2pt"], r.get(f"{source}.{metric}_differs") or ""
+            epochs = r[f"{source}.{metric}_epochs"]
+            out.append({
+                "row": str(r["label"]), "source": source, "metric": metric.replace("_", " "),
+                "value": f"{value:.4f}" + ("" if pd.isna(epochs) else f" ({int(epochs)} epochs)"),
+                "ours": mean_std(r.get(f"{ours_key}_mean"), r.get(f"{ours_key}_std")),
+                "measured": ours_key.replace("_", " "),
+                "diff": number(r[f"{source}.{metric}_diff"], "+.4f"),
+                "judged": ("within 2 pt" if ok else "beyond 2 pt") if not pd.isna(ok) else f"not judged: {differs}",
+            })
+    return out
+
+
+def _measured_under(meta: dict[str, Any]) -> str:
+    shown = {"train_images": lambda v: f"{int(v):,} train images", "optimizer": lambda v: f"optimizer {v}",
+             "lr": lambda v: f"lr {v:g}", "batch_size": lambda v: f"batch {v}",
+             "protocol": lambda v: "the model left in train mode (no model.eval())" if v == "train-mode" else "eval mode"}
+    return ", ".join(show(meta[key]) for key, show in shown.items() if meta.get(key) is not None)
+
+
+def _protocol_rows(summary: pd.DataFrame, suite: Suite | None) -> list[dict[str, str]]:
+    """For each row a source measured in train mode: our val in eval mode, our val and train measured
+    the source's way, and the source's figures."""
+    if suite is None:
+        return []
+    by_label = {r.label: r for r in suite.rows}
+    out = []
+    for _, r in summary.iterrows():
+        row = by_label.get(r["label"])
+        for name, numbers in (row.reference.items() if row else []):
+            if declared(numbers, suite.sources[name]).get("protocol") != "train-mode":
+                continue
+            out.append({
+                "row": r["label"], "source": name,
+                "val_eval": mean_std(r["val_acc_mean"], r["val_acc_std"]),
+                "val_train_mode": mean_std(r["val_acc_train_mode_mean"], r["val_acc_train_mode_std"]),
+                "val_theirs": number(numbers.get("val_acc")),
+                "train_eval": mean_std(r["train_acc_eval_mean"], r["train_acc_eval_std"]),
+                "train_train_mode": mean_std(r["train_acc_train_mode_mean"], r["train_acc_train_mode_std"]),
+                "train_theirs": number(numbers.get("train_acc")),
+            })
+    return out
+
+
+def _model_notes(finished: pd.DataFrame) -> list[tuple[str, str]]:
+    """(row, note) for what variants' builders reported about their runs, e.g. which weights were loaded."""
+    prefix = f"tags.{tracking.TAG_MODEL_NOTE}."
+    notes = []
+    for column in sorted(c for c in finished.columns if c.startswith(prefix)):
+        for label, values in finished.groupby(f"tags.{tracking.TAG_LABEL}")[column]:
+            for value in sorted(set(values.dropna())):
+                notes.append((str(label), f"{column.removeprefix(prefix)}: {value}"))
+    return notes
 
 
 def _parse_definition(name: str, text: str) -> Suite | None:
@@ -92,7 +171,7 @@ def _parse_definition(name: str, text: str) -> Suite | None:
     if not text:
         return None
     try:
-        return parse_suite(text, name)
+        return parse_suite(text, name, check_variants=False)
     except SuiteError:  # written for another bench version: report what the runs say, without references
         return None
 

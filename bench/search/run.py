@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import socket
 import subprocess
@@ -24,10 +23,11 @@ from optuna.trial import TrialState
 
 from .. import tracking
 from ..data import DataSplits
-from ..train import load_data, train
-from ..workqueue import open_storage, storage as queue_storage, trials
+from ..train import load_data
+from ..workqueue import STORAGE_ENV, open_storage, storage as queue_storage, trials
+from .confirm import run_confirmation
 from .objective import Objective
-from .spec import SearchError, StudySpec
+from .spec import SearchError, StudySpec, with_confirmation
 
 PARENT_ATTR = "mlflow_parent_run_id"
 REGISTERED_ATTR = "bench_registered_trial"
@@ -46,7 +46,7 @@ class SearchOutcome:
     best_params: dict[str, Any]
     best_trial: int | None
     epochs_trained: int
-    best_run_id: str | None  # the retrained best model's run
+    confirmation: Any = None  # confirm.Confirmation, when the winner was confirmed over fresh seeds
 
 
 def default_storage(spec: StudySpec) -> str:
@@ -101,17 +101,24 @@ def run_search(
     threads: int | None = None,
     experiment: str | None = None,
     register_best: bool = True,
+    confirm: bool | None = None,
+    confirm_seeds: int | None = None,
     progress: bool | None = False,
     echo: Callable[[str], None] = print,
 ) -> SearchOutcome:
-    """Create or resume the study, run trials in ``workers`` processes until ``n_trials`` count, then summarise."""
+    """Create or resume the study, run trials in ``workers`` processes until ``n_trials`` count, summarise,
+    then (``confirm``: default, whether the file has a [confirm] table) train its top configs and the
+    baseline over fresh seeds and register the confirmed winner as the champion."""
+    confirm = spec.confirm is not None if confirm is None else confirm
+    if confirm:
+        spec = with_confirmation(spec)
     storage = storage or default_storage(spec)
     total = n_trials or spec.n_trials
     handle = StudyHandle(spec, storage)
     stale = queue_storage.fail_dead_local_trials(handle.study)
     if stale:
         echo(f"trials {stale} were left RUNNING by a dead worker: marked FAILED (they will be retried)")
-    parent_id = _parent_run(handle.study, spec, experiment)
+    parent_id = _parent_run(handle.study, spec, experiment, storage)
     tracking.adopt_launcher(parent_id, f"{spec.name} [study]")
     echo(f"study {spec.name}: {trials.counted(handle.study)} of {total} trials already counted; "
          f"storage {tracking.redact(storage)}")
@@ -123,11 +130,16 @@ def run_search(
         _drain(spec, storage, total, parent_id, threads, echo)
         handle = StudyHandle(spec, storage)
         outcome = _summarise(handle.study, spec, parent_id)
-        if register_best and outcome.best_trial is not None:
-            if _first_to_register(handle.study, storage, outcome.best_trial):
-                outcome.best_run_id = _retrain_best(handle.study, spec, parent_id, echo)
-            else:
-                echo(f"best trial {outcome.best_trial}: already retrained and registered by another worker of this study")
+    # After the study's parent run is closed: the confirmation's own parent nests under it, and MLflow
+    # would otherwise hang every new run under the run still active in this process.
+    if confirm and outcome.best_trial is not None:
+        outcome.confirmation = run_confirmation(
+            spec, handle.study, parent_id, storage, seeds=confirm_seeds, workers=workers, threads=threads,
+            register=register_best, claim=lambda key: _first_to_register(handle.study, storage, key), echo=echo,
+        )
+    elif register_best:
+        echo("no champion registered: the winner of one seed per trial is not confirmed (add a [confirm] table "
+             "or --confirm to train the top configs again over fresh seeds)")
     return outcome
 
 
@@ -151,13 +163,13 @@ def _drain(spec: StudySpec, storage: str, total: int, parent_id: str, threads: i
         time.sleep(POLL_S)
 
 
-def _first_to_register(study: optuna.Study, storage: str, best_trial: int) -> bool:
-    """Whether this process retrains and registers the best trial: the first of the study's
-    top-level processes (one per machine) to ask, so the registry gets one version, not one per machine."""
+def _first_to_register(study: optuna.Study, storage: str, key: str) -> bool:
+    """Whether this process registers the champion ``key`` names: the first of the study's top-level
+    processes (one per machine) to ask, so the registry gets one version, not one per machine."""
     with queue_storage.slot_lock(storage):
-        if study.user_attrs.get(REGISTERED_ATTR) == best_trial:
+        if study.user_attrs.get(REGISTERED_ATTR) == key:
             return False
-        study.set_user_attr(REGISTERED_ATTR, best_trial)
+        study.set_user_attr(REGISTERED_ATTR, key)
         return True
 
 
@@ -203,12 +215,13 @@ def _run_worker_processes(spec, storage, total, parent_id, workers, threads, ech
     """K processes on this host, each with its share of the cores (spinning OpenMP threads of
     processes that oversubscribe the cores slow each other down by orders of magnitude)."""
     per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
-    env = {**os.environ, "OMP_NUM_THREADS": str(per_worker), "MKL_NUM_THREADS": str(per_worker)}
+    # The storage URL (a password, maybe) in the environment, not on the command line: ps shows argv.
+    env = {**os.environ, "OMP_NUM_THREADS": str(per_worker), "MKL_NUM_THREADS": str(per_worker), STORAGE_ENV: storage}
     env.pop("MLFLOW_RUN_ID", None)
     procs = []
     for index in range(workers):
         cmd = [
-            sys.executable, "-m", "bench", "search", str(spec.path), "--storage", storage, "--n-trials", str(total),
+            sys.executable, "-m", "bench", "search", str(spec.path), "--n-trials", str(total),
             "--threads", str(per_worker), "--worker-of", parent_id, "--worker-index", str(index),
         ]
         procs.append(subprocess.Popen(cmd, env=env))
@@ -223,27 +236,25 @@ def load_study_data(spec: StudySpec) -> DataSplits:
     return load_data(spec.config({}))
 
 
-def _parent_run(study: optuna.Study, spec: StudySpec, experiment: str | None) -> str:
+def _parent_run(study: optuna.Study, spec: StudySpec, experiment: str | None, storage: str) -> str:
     """The study's one MLflow parent run, created once; its id lives in the study so every
-    worker on any machine nests its trials under it."""
-    existing = study.user_attrs.get(PARENT_ATTR)
-    if existing:
-        return existing
-    experiment_id = tracking.experiment_id_for(experiment, spec.experiment)
-    tags = {tracking.TAG_KIND: "study", tracking.TAG_STUDY: spec.name, tracking.TAG_DATASET: spec.dataset,
-            tracking.TAG_NOTE: f"Optuna study {spec.name}: {spec.description} ({spec.n_trials} trials of "
-                               f"{spec.epochs} epochs, {spec.pruner} pruning, metric {spec.metric})."}
-    run_id = tracking.create_run(experiment_id, f"{spec.name} [study]", tags)
-    tracking.log_artifact_text(run_id, spec.path.name, spec.text)
-    tracking.log_params(run_id, {"direction": spec.direction, "metric": spec.metric, "pruner": spec.pruner,
-                                 "sampler": "TPESampler", "sampler_seed": spec.sampler_seed,
-                                 "epochs_per_trial": spec.epochs, "variant": spec.variant})
-    study.set_user_attr(PARENT_ATTR, run_id)
-    time.sleep(0.2)  # two first workers racing: the last write wins, the loser retires its run
-    winner = study.user_attrs.get(PARENT_ATTR, run_id)
-    if winner != run_id:
-        tracking.end_run(run_id, "KILLED", f"duplicate parent; the study uses {winner}")
-    return winner
+    worker on any machine nests its trials under it. Created under the slot lock: machines
+    starting at once would otherwise each make one."""
+    with queue_storage.slot_lock(storage):
+        existing = study.user_attrs.get(PARENT_ATTR)
+        if existing:
+            return existing
+        experiment_id = tracking.experiment_id_for(experiment, spec.experiment)
+        tags = {tracking.TAG_KIND: "study", tracking.TAG_STUDY: spec.name, tracking.TAG_DATASET: spec.dataset,
+                tracking.TAG_NOTE: f"Optuna study {spec.name}: {spec.description} ({spec.n_trials} trials of "
+                                   f"{spec.epochs} epochs, {spec.pruner} pruning, metric {spec.metric})."}
+        run_id = tracking.create_run(experiment_id, f"{spec.name} [study]", tags)
+        tracking.log_artifact_text(run_id, spec.path.name, spec.text)
+        tracking.log_params(run_id, {"direction": spec.direction, "metric": spec.metric, "pruner": spec.pruner,
+                                     "sampler": "TPESampler", "sampler_seed": spec.sampler_seed,
+                                     "epochs_per_trial": spec.epochs, "variant": spec.variant})
+        study.set_user_attr(PARENT_ATTR, run_id)
+        return run_id
 
 
 def _summarise(study: optuna.Study, spec: StudySpec, parent_id: str) -> SearchOutcome:
@@ -263,7 +274,6 @@ def _summarise(study: optuna.Study, spec: StudySpec, parent_id: str) -> SearchOu
         best_params=dict(best.params) if best else {},
         best_trial=best.number if best else None,
         epochs_trained=epochs,
-        best_run_id=None,
     )
     metrics = {"trials_complete": states.get("COMPLETE", 0), "trials_pruned": states.get("PRUNED", 0),
                "trials_failed": states.get("FAIL", 0), "epochs_trained": epochs}
@@ -291,20 +301,3 @@ def _trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "intermediate_values": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
         "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
     }
-
-
-def _retrain_best(study: optuna.Study, spec: StudySpec, parent_id: str, echo: Callable[[str], None]) -> str:
-    """Train the best trial's config again (trials log no models) and register it as ``<study>-best``."""
-    best = study.best_trial
-    config = spec.config(best.params)
-    name = f"{spec.name}-best"
-    tags = {tracking.TAG_KIND: "best", tracking.TAG_STUDY: spec.name, tracking.TAG_LABEL: f"best (trial {best.number})"}
-    with tracking.tracked_run(run_name=f"{spec.name} best = trial {best.number} (retrained)", tags=tags,
-                              parent_run_id=parent_id) as run_id:
-        result = train(config, [tracking.MlflowLogger(run_id, log_model=False)], data=load_study_data(spec), progress=False)
-        tracking.log_model(result, register_as=name)
-        value = getattr(result.final, spec.metric)
-        tracking.set_tags(run_id, {"retrain_matches_trial": str(math.isclose(value, best.value, rel_tol=1e-9))})
-    echo(f"best trial {best.number}: {spec.metric}={best.value:.4f} with {best.params}; retrained "
-         f"({spec.metric}={value:.4f}) and registered as model {name!r} (alias @{tracking.CHAMPION_ALIAS})")
-    return run_id

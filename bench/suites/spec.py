@@ -18,10 +18,15 @@ from .. import specfile
 from ..checkpoint import NOT_IDENTITY
 from ..config import ConfigError, TrainConfig
 from ..data import DataError, check_dataset_name
-from ..models import get_variant
+from ..models import get_variant, plugins
 from ..specfile import Locator, SpecError, Training, check_table
+from ..verdicts import DEFAULT_MARGIN, PROTOCOLS
+from ..verdicts.sources import declared
 
 TAG_ROWS = "bench.rows"  # set when a suite ran only some of its rows (--rows)
+TAG_MARGIN = "bench.margin"  # the margin the suite was judged with
+TAG_LOOKS = "bench.looks"  # how many looks --seeds auto may take (1: fixed seeds); alpha is split over them
+TAG_SETTINGS = "bench.settings_digest"  # what the parent's runs were trained under (rows and settings, not seeds)
 
 
 class SuiteError(SpecError):
@@ -39,25 +44,37 @@ class Head:
     seeds: list = dataclasses.field(default_factory=lambda: [0])
     experiment: str | None = None
     baseline: str | None = None  # the row label verdicts compare against
+    margin: float | None = None  # the smallest difference of val accuracy that matters (default 0.01)
 
 
 @dataclasses.dataclass(frozen=True)
-class Source:
-    """Where published numbers come from."""
+class MeasuredUnder:
+    """What a published figure was measured under; a figure is judged only when our runs match."""
 
-    title: str
-    url: str | None = None
     epochs: int | None = None
+    train_images: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    protocol: str | None = None  # "eval" (model.eval()) or "train-mode" (never called: dropout on, batch statistics)
 
 
 @dataclasses.dataclass(frozen=True)
-class Reference:
-    """A row's published numbers from one source: reference.<source> = { val_acc = .., curve = {epoch = acc} }."""
+class Source(MeasuredUnder):
+    """Where published numbers come from, and what they were measured under."""
+
+    title: str | None = None
+    url: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference(MeasuredUnder):
+    """A row's published numbers from one source: reference.<source> = { val_acc = .., curve = {epoch = acc} };
+    any setting given here overrides the source's for this row."""
 
     train_acc: float | None = None
     val_acc: float | None = None
     test_acc: float | None = None
-    epochs: int | None = None
     curve: dict | None = None
 
 
@@ -111,7 +128,13 @@ class Suite:
     path: Path
     text: str  # the file as written, logged with the parent run
     baseline: str | None = None
-    sources: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # name -> title, url, epochs
+    sources: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # name -> Source's keys
+    margin: float = DEFAULT_MARGIN
+
+    def measures_in_train_mode(self, row: Row) -> bool:
+        """Whether a source of ``row`` measured with the model in train mode, so its runs must too."""
+        return any(declared(numbers, self.sources[name]).get("protocol") == "train-mode"
+                   for name, numbers in row.reference.items())
 
     def plan(
         self,
@@ -119,11 +142,13 @@ class Suite:
         seeds: Sequence[int] | None = None,
         overrides: Mapping[str, Any] | None = None,
         rows: Sequence[str] | None = None,
+        seeds_by_row: Mapping[str, Sequence[int]] | None = None,
     ) -> list[tuple[Row, TrainConfig]]:
         """Every (row, resolved config) pair of ``profile`` x seeds, checked, in run order.
 
         Layers, later ones winning: defaults < profile < row < row's profile < ``overrides``.
-        ``rows``: only the rows with these labels (all by default)."""
+        ``rows``: only the rows with these labels (all by default). ``seeds_by_row``: each row's
+        own seeds (a round of ``--seeds auto``), instead of the same ``seeds`` for all."""
         if profile not in self.profiles:
             raise SuiteError(f"{self.path}: unknown profile {profile!r}; accepted: {', '.join(self.profiles)}")
         labels = [r.label for r in self.rows]
@@ -142,7 +167,9 @@ class Suite:
                 layer = dict(layer)
                 knobs.update(layer.pop("knobs", {}))
                 settings.update({k: v for k, v in layer.items() if k not in ("description", "seeds")})
-            for seed in seeds:
+            if self.measures_in_train_mode(row):
+                settings["train_mode_eval"] = True
+            for seed in (seeds_by_row.get(row.label, ()) if seeds_by_row is not None else seeds):
                 config = TrainConfig(variant=row.variant, dataset=self.dataset, knobs=knobs, seed=seed, **settings)
                 try:
                     planned.append((row, config.resolve()))
@@ -156,16 +183,20 @@ def load_suite(path: str | Path) -> Suite:
     return parse_suite(text, path)
 
 
-def parse_suite(text: str, path: str | Path) -> Suite:
-    """A suite from its text (e.g. the copy logged with a parent run); ``path`` names it in errors."""
+def parse_suite(text: str, path: str | Path, *, check_variants: bool = True) -> Suite:
+    """A suite from its text; ``path`` names it in errors and anchors relative variant files.
+
+    ``check_variants=False`` reads a copy logged with a parent run (for a report): its rows,
+    baseline and sources, without loading the variants' code, which may not be on this machine.
+    """
     path = Path(path)
     try:
-        return _parse(text, path)
+        return _parse(text, path, check_variants)
     except SpecError as exc:
         raise SuiteError(str(exc)) from None
 
 
-def _parse(text: str, path: Path) -> Suite:
+def _parse(text: str, path: Path, check_variants: bool) -> Suite:
     doc, where = specfile.parse_toml(text, path)
     check_table(doc, File, where, [], "the top level")
     if "suite" not in doc:
@@ -192,7 +223,7 @@ def _parse(text: str, path: Path) -> Suite:
         raise SuiteError(f"{path}:1: a suite needs at least one [[variants]] entry")
     rows: list[Row] = []
     for i, raw in enumerate(raw_rows):
-        row = _row(raw, i, profiles, sources, where)
+        row = _row(raw, i, profiles, sources, where, path.parent if check_variants else None)
         if any(r.label == row.label for r in rows):
             raise SuiteError(f"{where.line(['variants', i, 'variant'])}: duplicate row label {row.label!r}; give one a 'label'")
         rows.append(row)
@@ -201,13 +232,18 @@ def _parse(text: str, path: Path) -> Suite:
             f"{where.line(['suite', 'baseline'])}: baseline {head.baseline!r} is not a row; accepted: "
             f"{', '.join(r.label for r in rows)}"
         )
+    if head.margin is not None and not 0 < head.margin < 1:
+        raise SuiteError(f"{where.line(['suite', 'margin'])}: margin is a fraction of accuracy in (0, 1), e.g. 0.01 "
+                         f"for 1 point; got {head.margin!r}")
     suite = Suite(
         name=head.name, description=head.description, dataset=head.dataset, seeds=seeds,
         experiment=head.experiment or head.name, defaults=defaults, profiles=profiles, rows=tuple(rows), path=path,
         text=text, baseline=head.baseline, sources=sources,
+        margin=DEFAULT_MARGIN if head.margin is None else float(head.margin),
     )
-    for profile in profiles:  # every combination must resolve, so nothing fails mid-suite
-        suite.plan(profile, seeds=seeds[:1])
+    if check_variants:
+        for profile in profiles:  # every combination must resolve, so nothing fails mid-suite
+            suite.plan(profile, seeds=seeds[:1])
     return suite
 
 
@@ -218,16 +254,34 @@ def _sources(sources: Any, where: Locator) -> dict[str, dict[str, Any]]:
         check_table(source, Source, where, ["sources", name], f"[sources.{name}]")
         if "title" not in source:
             raise SuiteError(f"{where.line(['sources', name])}: [sources.{name}] needs a 'title' saying where the numbers come from")
+        _check_measured_under(source, where, ["sources", name], f"[sources.{name}]")
     return sources
 
 
-def _row(raw: Any, i: int, profiles: Mapping[str, Any], sources: Mapping[str, Any], where: Locator) -> Row:
+def _check_measured_under(table: Mapping[str, Any], where: Locator, key_path: list, what: str) -> None:
+    protocol = table.get("protocol")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise SuiteError(f"{where.line([*key_path, 'protocol'])}: protocol {protocol!r} in {what}; accepted: "
+                         f"{', '.join(PROTOCOLS)}")
+    for key in ("epochs", "train_images", "batch_size"):
+        if key in table and table[key] < 1:
+            raise SuiteError(f"{where.line([*key_path, key])}: {key} must be >= 1, got {table[key]}")
+
+
+def _row(raw: Any, i: int, profiles: Mapping[str, Any], sources: Mapping[str, Any], where: Locator,
+         folder: Path | None) -> Row:
+    """One [[variants]] row; ``folder``: where a relative variant file lives (None: do not load variants)."""
     key_path = ["variants", i]
     check_table(raw, RowTable, where, key_path, f"[[variants]] #{i + 1}")
     if "variant" not in raw:
         raise SuiteError(f"{where.line(key_path)}: [[variants]] #{i + 1} needs 'variant'")
+    variant_name = plugins.canonical(raw["variant"], folder)
+    label = raw.get("label", plugins.short_name(raw["variant"]))
+    if folder is None:  # a logged copy: its variants are not loaded
+        return Row(label, variant_name, {k: v for k, v in raw.items() if k in specfile.TRAINING_KEYS},
+                   raw.get("profiles", {}), raw.get("reference", {}), raw.get("note", ""))
     try:
-        variant = get_variant(raw["variant"])
+        variant = get_variant(variant_name)
     except ValueError as exc:
         raise SuiteError(f"{where.line([*key_path, 'variant'])}: {exc}") from None
     row_profiles = raw.get("profiles", {})
@@ -250,11 +304,12 @@ def _row(raw: Any, i: int, profiles: Mapping[str, Any], sources: Mapping[str, An
                 f"{unknown[0]!r}; accepted knobs: {', '.join(variant.knobs) or 'none'}"
             )
     settings = {k: v for k, v in raw.items() if k in specfile.TRAINING_KEYS}
-    return Row(raw.get("label", raw["variant"]), raw["variant"], settings, row_profiles, reference, raw.get("note", ""))
+    return Row(label, variant_name, settings, row_profiles, reference, raw.get("note", ""))
 
 
 def _check_reference(numbers: Any, source: Mapping[str, Any], where: Locator, key_path: list, what: str) -> None:
     check_table(numbers, Reference, where, key_path, f"reference {what}")
+    _check_measured_under(numbers, where, key_path, f"reference {what}")
     if not any(k in numbers for k in ("train_acc", "val_acc", "test_acc")):
         raise SuiteError(f"{where.line(key_path)}: reference {what} gives no train_acc, val_acc or test_acc")
     for key in ("train_acc", "val_acc", "test_acc"):
@@ -276,3 +331,11 @@ def plan_digest(plan: Sequence[tuple[Row, TrainConfig]]) -> str:
     """A digest of the rows, seeds and every setting that changes a number."""
     content = [[row.label, settings_of(config)] for row, config in plan]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def settings_digest(plan: Sequence[tuple[Row, TrainConfig]]) -> str:
+    """A digest of the rows and their settings, seeds left out: what stays the same when a resume
+    (or a round of ``--seeds auto``) adds seeds."""
+    content = sorted({json.dumps([row.label, {k: v for k, v in settings_of(config).items() if k != "seed"}],
+                                 sort_keys=True) for row, config in plan})
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:12]

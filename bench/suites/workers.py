@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -30,12 +31,14 @@ from ..data import DataSplits
 from ..progress import EpochLine
 from ..runner import resumable
 from ..train import estimated_training_flops
-from ..workqueue import PairQueue, QueueError
+from ..workqueue import STORAGE_ENV, PairQueue, QueueError
+from ..verdicts import AutoSeeds
+from .rounds import Rounds
 from .run import (
-    SuiteFailed, SuiteOutcome, data_for, find_parent, finished_pairs, interrupted_pairs, log_summary, open_parent,
-    pair_name, train_pair,
+    SuiteFailed, SuiteOutcome, record_stop, check_same_settings, data_for, find_parent, finished_pairs,
+    interrupted_pairs, log_summary, open_parent, pair_name, record_on_parent, train_pair,
 )
-from .spec import Row, Suite, SuiteError, plan_digest
+from .spec import Row, Suite, SuiteError, plan_digest, settings_digest
 
 SUITE_STORAGE_DIR = Path("optuna") / "suites"  # journal files of suites run on several workers of one machine
 POLL_S = 2.0  # an idle worker looks for a retried or unfinished pair this often
@@ -46,6 +49,8 @@ def run_suite_workers(
     profile: str,
     *,
     seeds: Sequence[int] | None = None,
+    auto: AutoSeeds | None = None,
+    margin: float | None = None,
     resume: str | bool = False,
     experiment: str | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -60,81 +65,164 @@ def run_suite_workers(
     echo: Callable[[str], None] = print,
     checkpoints: Any = ckpt.Policy(),
     epoch_lines: bool = True,
+    nested_under: str | None = None,
 ) -> SuiteOutcome:
     """``run_suite`` on ``workers`` processes here, and on any machine started with the same ``storage``.
 
+    With ``auto`` the process that owns the parent judges the suite whenever the queue runs dry
+    and queues the next round's pairs; the other processes wait for them while the queue is open.
     ``worker_of``: this process was started by a coordinator for that parent run.
     """
-    plan = suite.plan(profile, seeds, overrides, rows=rows)
-    by_pair = {(row.label, config.seed): (row, config) for row, config in plan}
+    started = pd.Timestamp.now(tz="UTC")
+    rounds = Rounds(suite, rows or [r.label for r in suite.rows], seeds, auto)
+    margin = suite.margin if margin is None else margin
+    every = suite.plan(profile, overrides=overrides, rows=rows, seeds_by_row=rounds.every_seed(profile))
+    first = suite.plan(profile, overrides=overrides, rows=rows, seeds_by_row=rounds.first(profile))
+    key = f"{settings_digest(every)} auto {auto.start},{auto.step},{auto.max_seeds}" if auto else plan_digest(first)
     try:
-        queue, parent_id, owner = _join(suite, profile, plan, experiment, resume, rows, storage, study_name, worker_of,
-                                        echo)
+        queue, parent_id, owner = _join(suite, profile, first, every, key, experiment, resume, storage, study_name,
+                                        worker_of, echo, nested_under)
     except QueueError as exc:
         raise SuiteError(str(exc)) from None
+    ctx = _Context(suite, profile, {(row.label, config.seed): (row, config) for row, config in every}, parent_id,
+                   worker_index, echo, progress, log_models, checkpoints, epoch_lines)
     done: set[tuple[str, int]] = set()
     if not worker_of:
         tracking.mark_stale_children(parent_id)
-        done = finished_pairs(parent_id) & set(by_pair)
+        done = finished_pairs(parent_id) & set(ctx.by_pair)
+        if owner:
+            record_on_parent(parent_id, suite, rows, margin, rounds.looks, every)
+            if auto:
+                queue.close(False)  # open: workers wait for the rounds to come
         if owner or resume:
-            added = queue.publish(_costliest_first(plan), done)
+            added = queue.publish(_costliest_first(first), done)
             echo(f"suite {suite.name} [{profile}]: {added} pair(s) queued in study {queue.name!r} "
                  f"({queue.shown_url}), {len(done)} already FINISHED under parent run {parent_id}")
         if owner:
             queue.set_parent(parent_id)  # last: processes joining wait for it, and then find the pairs queued
-    ran: list[str] = []
-    failed: list[str] = []
-    context = _Context(suite, profile, by_pair, parent_id, worker_index, echo, progress, log_models, checkpoints,
-                       epoch_lines)
     try:
-        if workers > 1:
-            _start_workers(suite, profile, plan, overrides or {}, rows, workers, queue, parent_id,
-                           log_models=log_models, checkpoints=checkpoints, epoch_lines=epoch_lines, echo=echo)
-        # The coordinator works too: after its workers end it picks up any pair a dead one left.
-        _work(queue, context, ran, failed)
+        procs = _start_workers(suite, profile, every, overrides or {}, rows, workers, queue, parent_id,
+                               log_models=log_models, checkpoints=checkpoints, epoch_lines=epoch_lines,
+                               echo=echo) if workers > 1 else []
+        _coordinate(queue, ctx, procs, rounds if owner else None, margin, workers)
+        if owner and auto:
+            queue.close(True)
+            record_stop(parent_id, rounds, echo)
+        _wait(procs, echo)
+        # Anything a dead worker left: the coordinator trains it itself.
+        _work(queue, ctx, linger=not owner and auto is not None)
     except KeyboardInterrupt:
         if owner:
             tracking.end_run(parent_id, "KILLED", "interrupted (Ctrl-C)")
         raise
+    here = _trained_here(parent_id, [os.getpid(), *(p.pid for p in procs)], started)
     if worker_of:
-        return SuiteOutcome(parent_id, pd.DataFrame(), len(ran), 0, failed)
-    summary = log_summary(parent_id, suite)
-    finished = finished_pairs(parent_id)
-    missing = [f"{label} seed={seed}" for label, seed in by_pair if (label, seed) not in finished]
+        return SuiteOutcome(parent_id, pd.DataFrame(), here, 0, ctx.failed)
+    summary = log_summary(parent_id, suite, margin, rounds.looks)
+    finished, planned = finished_pairs(parent_id), queue.pairs() | set(_pairs(first))
+    missing = [f"{label} seed={seed}" for label, seed in sorted(planned) if (label, seed) not in finished]
+    outcome = SuiteOutcome(parent_id, summary, here, len(done), ctx.failed, len(planned) - len(missing), len(planned),
+                           rounds.stop_reason)
     if missing:
         tracking.end_run(parent_id, "FAILED", f"{len(missing)} run(s) did not finish: {', '.join(missing)}")
         raise SuiteFailed(parent_id, missing, summary)
     tracking.end_run(parent_id, "FINISHED")
-    return SuiteOutcome(parent_id, summary, len(by_pair) - len(done), len(done), failed)
+    return outcome
 
 
-def _join(suite: Suite, profile: str, plan, experiment: str | None, resume: str | bool, rows, storage: str | None,
-          study_name: str | None, worker_of: str | None, echo) -> tuple[PairQueue, str, bool]:
+def _coordinate(queue: PairQueue, ctx: _Context, procs: list[subprocess.Popen], rounds: Rounds | None, margin: float,
+                workers: int) -> None:
+    """Until the suite needs no more runs: let the workers (or this process) empty the queue; the
+    owner of ``--seeds auto`` then judges what FINISHED and queues the next round."""
+    while True:
+        if procs:
+            _wait_until_idle(queue, procs, ctx)
+        else:
+            _work(queue, ctx, linger=rounds is None and queue.open)
+        if rounds is None or rounds.auto is None:
+            return
+        summary = log_summary(ctx.parent_id, ctx.suite, margin, rounds.looks)
+        following = rounds.next(summary, workers)
+        if not following:
+            return
+        plan = ctx.suite.plan(ctx.profile, overrides=None, rows=None, seeds_by_row=following)
+        plan = [(row, ctx.by_pair[(row.label, config.seed)][1]) for row, config in plan]
+        added = queue.publish(_costliest_first(plan), finished_pairs(ctx.parent_id))
+        ctx.echo(f"next round of --seeds auto: {added} pair(s) queued "
+                 f"({', '.join(f'{k} -> {v[-1] + 1}' for k, v in following.items())} seeds)")
+
+
+def _wait_until_idle(queue: PairQueue, procs: list[subprocess.Popen], ctx: _Context) -> None:
+    """Return when nothing waits or runs in the queue, or when every worker process has ended."""
+    while any(p.poll() is None for p in procs):
+        dead = queue.reap()
+        if dead:
+            ctx.echo(f"trial(s) {dead} belonged to a worker that died: queued again")
+        if queue.waiting() == 0 and queue.running() == 0:
+            return
+        time.sleep(POLL_S)
+
+
+def _wait(procs: list[subprocess.Popen], echo: Callable[[str], None]) -> None:
+    for index, proc in enumerate(procs, 1):
+        code = proc.wait()
+        if code != 0:
+            echo(f"worker {index} exited with status {code}; a pair it left unfinished is queued again")
+
+
+def _trained_here(parent_id: str, pids: Sequence[int], since: pd.Timestamp) -> int:
+    """Pairs FINISHED under the parent, since ``since``, by this process or the workers it started."""
+    children = tracking.child_runs(parent_id)
+    if children.empty or f"tags.{tracking.TAG_PID}" not in children:
+        return 0
+    mine = ((children["status"] == "FINISHED") & (children["end_time"] >= since)
+            & children[f"tags.{tracking.TAG_PID}"].isin([str(p) for p in pids])
+            & (children[f"tags.{tracking.TAG_HOST}"] == socket.gethostname()))
+    return int(mine.sum())
+
+
+def _pairs(plan: Sequence[tuple[Row, TrainConfig]]) -> list[tuple[str, int]]:
+    return [(row.label, config.seed) for row, config in plan]
+
+
+def _join(suite: Suite, profile: str, first, every, key: str, experiment: str | None, resume: str | bool,
+          storage: str | None, study_name: str | None, worker_of: str | None, echo,
+          nested_under: str | None) -> tuple[PairQueue, str, bool]:
     """(queue, parent run id, whether this process owns the parent and answers for its status)."""
-    digest = plan_digest(plan)
     experiment_id = tracking.experiment_id_for(experiment, suite.experiment)
     if worker_of:
         return PairQueue(str(storage), str(study_name)), worker_of, False
+
+    def parent_to_resume() -> str | None:
+        found = find_parent(suite, profile, resume, experiment_id, nested_under)
+        if found:
+            check_same_settings(found, every)  # before the parent is touched
+        return found
+
     if storage is None:
-        parent_id = open_parent(suite, profile, experiment_id, rows, find_parent(suite, profile, resume, experiment_id))
+        parent_id = open_parent(suite, profile, experiment_id, parent_to_resume(), nested_under)
         # One study per plan: resuming with more seeds queues the new pairs in a study of their own.
         queue = PairQueue(str(SUITE_STORAGE_DIR / f"{parent_id}.journal"),
-                          study_name or f"{suite.name} [{profile}] {parent_id} plan {digest}")
-        if not queue.create(digest):
-            queue.parent(digest)  # resuming: the same plan, or a clear error
+                          study_name or f"{suite.name} [{profile}] {parent_id} plan {key}")
+        if not queue.create(key):
+            queue.parent(key)  # resuming: the same plan, or a clear error
         return queue, parent_id, True
-    queue = PairQueue(storage, study_name or default_study_name(suite, profile, plan, digest))
-    if queue.create(digest):
-        parent_id = open_parent(suite, profile, experiment_id, rows, find_parent(suite, profile, resume, experiment_id))
+    queue = PairQueue(storage, study_name or default_study_name(suite, profile, first, key))
+    if queue.create(key):
+        parent_id = open_parent(suite, profile, experiment_id, parent_to_resume(), nested_under)
         return queue, parent_id, True
-    parent_id = queue.parent(digest)
+    parent_id = queue.parent(key)
     echo(f"joining study {queue.name!r} (parent run {parent_id})")
     return queue, parent_id, False
 
 
-def default_study_name(suite: Suite, profile: str, plan: Sequence[tuple[Row, TrainConfig]], digest: str) -> str:
+def default_study_name(suite: Suite, profile: str, plan: Sequence[tuple[Row, TrainConfig]], key: str) -> str:
+    """How machines started with the same command find each other: suite, profile, seeds and the plan's digest."""
+    if " auto " in key:
+        digest, _, auto = key.partition(" auto ")
+        return f"{suite.name} [{profile}] seeds auto {auto} plan {digest}"
     seeds = sorted({config.seed for _, config in plan})
-    return f"{suite.name} [{profile}] seeds {','.join(map(str, seeds))} plan {digest}"
+    return f"{suite.name} [{profile}] seeds {','.join(map(str, seeds))} plan {key}"
 
 
 def _costliest_first(plan: Sequence[tuple[Row, TrainConfig]]) -> list[tuple[str, int]]:
@@ -165,14 +253,16 @@ class _Context:
     checkpoints: Any
     epoch_lines: bool
     data_cache: dict[tuple, DataSplits] = dataclasses.field(default_factory=dict)
+    failed: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def who(self) -> str:
         return f"[worker {self.worker_index}]"
 
 
-def _work(queue: PairQueue, ctx: _Context, ran: list[str], failed: list[str]) -> None:
-    """Claim and train pairs until none is waiting or running anywhere."""
+def _work(queue: PairQueue, ctx: _Context, linger: bool = False) -> None:
+    """Claim and train pairs until none is waiting or running anywhere (and, with ``linger``, until the
+    queue is closed: more rounds may come)."""
     told_waiting = False
     while True:
         dead = queue.reap()
@@ -181,10 +271,11 @@ def _work(queue: PairQueue, ctx: _Context, ran: list[str], failed: list[str]) ->
         claim = queue.claim()
         if claim is None:
             running = queue.running()
-            if running == 0:
+            if running == 0 and not (linger and queue.open):
                 return
             if not told_waiting:
-                ctx.echo(f"{ctx.who} nothing left to claim; waiting while {running} pair(s) run on other workers")
+                ctx.echo(f"{ctx.who} nothing left to claim; waiting while {running} pair(s) run on other workers"
+                         + (" and the next round is decided" if linger else ""))
                 told_waiting = True
             time.sleep(POLL_S)
             continue
@@ -205,8 +296,8 @@ def _work(queue: PairQueue, ctx: _Context, ran: list[str], failed: list[str]) ->
             return result.final.val_acc
 
         finished, reason = queue.run(claim, work)
-        (ran if finished else failed).append(name)
         if not finished:
+            ctx.failed.append(name)
             ctx.echo(f"    {name} FAILED: {reason or 'see its MLflow run'}")
 
 
@@ -224,22 +315,23 @@ def _take_over(parent_id: str, label: str, seed: int, trial_number: int) -> str 
 
 
 def _start_workers(suite: Suite, profile: str, plan, overrides: Mapping[str, Any], rows, workers: int,
-                   queue: PairQueue, parent_id: str, *, log_models: bool, checkpoints: Any, epoch_lines: bool,
-                   echo: Callable[[str], None]) -> None:
+                   queue: PairQueue, parent_id: str, *, log_models: bool, checkpoints: Any,
+                   epoch_lines: bool, echo: Callable[[str], None]) -> list[subprocess.Popen]:
     """``workers`` processes on this machine, each with its share of the cores, or its own GPU when
-    there are several; returns when they have all ended."""
+    there are several. The storage URL travels in the environment, never on a command line (which
+    ``ps`` shows to every user of the machine)."""
     import torch
 
     threads = overrides.get("threads") or max(1, (os.cpu_count() or 1) // workers)
     device = overrides.get("device") or "auto"
     gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
     seeds = sorted({config.seed for _, config in plan})
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), STORAGE_ENV: queue.url}
     env.pop("MLFLOW_RUN_ID", None)
     procs = []
     for index in range(1, workers + 1):
         cmd = [sys.executable, "-m", "bench", "suite", str(suite.path), "--profile", profile,
-               "--seeds", ",".join(map(str, seeds)) + ",", "--storage", queue.url, "--study-name", queue.name,
+               "--seeds", ",".join(map(str, seeds)) + ",", "--study-name", queue.name,
                "--worker-of", parent_id, "--worker-index", str(index), "--threads", str(threads),
                "--device", f"cuda:{(index - 1) % gpus}" if gpus > 1 else device]
         if rows:
@@ -257,7 +349,4 @@ def _start_workers(suite: Suite, profile: str, plan, overrides: Mapping[str, Any
             cmd.append("--quiet")
         procs.append(subprocess.Popen(cmd, env=env))
     echo(f"{workers} workers started, {threads} thread(s) each" + (f", over {gpus} GPUs" if gpus > 1 else ""))
-    for index, proc in enumerate(procs, 1):
-        code = proc.wait()
-        if code != 0:
-            echo(f"worker {index} exited with status {code}; a pair it left unfinished is queued again")
+    return procs

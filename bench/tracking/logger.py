@@ -16,8 +16,8 @@ from mlflow.tracking import MlflowClient
 from .models import log_model
 from .masking import redact
 from .runs import (
-    TAG_CHECKPOINT_EPOCH, TAG_DATA_SOURCE, TAG_DATASET, TAG_HARDWARE, TAG_SEED, TAG_VARIANT, _param, list_artifacts,
-    set_tags,
+    TAG_CHECKPOINT_EPOCH, TAG_COMPUTE_DTYPE, TAG_DATA_SOURCE, TAG_DATASET, TAG_DIVERGED, TAG_HARDWARE, TAG_MODEL_NOTE,
+    TAG_SEED, TAG_VARIANT, TAG_VARIANT_SOURCE, list_artifacts, param_text, set_tags,
 )
 
 CHECKPOINT_ARTIFACT_DIR = "checkpoint"
@@ -40,8 +40,10 @@ class MlflowLogger:
 
     def on_train_start(self, info) -> None:
         if info.start_epoch == 0:
-            params = {k: _param(v) for k, v in info.config.to_flat_dict().items()}
+            params = {k: param_text(v) for k, v in info.config.to_flat_dict().items()}
             params["num_parameters"] = str(info.num_parameters)
+            # Facts the config implies, logged so a comparison can read them: how many images each split holds.
+            params.update(train_images=str(info.train_size), val_images=str(info.val_size), test_images=str(info.test_size))
             mlflow.log_params(params, run_id=self.run_id)
             log_datasets(self.run_id, info.config.dataset, info.data)
         else:
@@ -58,6 +60,9 @@ class MlflowLogger:
                 **{f"{TAG_HARDWARE}.{k}": v for k, v in info.hardware.items()},
                 "bench.flop_per_image": f"{info.flop_per_image:.6g}",
                 "bench.peak_gflops": f"{info.peak_gflops:.1f}",
+                TAG_COMPUTE_DTYPE: info.compute_dtype,
+                TAG_VARIANT_SOURCE: info.variant_source,
+                **{f"{TAG_MODEL_NOTE}.{k}": v for k, v in info.model_notes.items()},
             },
         )
 
@@ -71,7 +76,12 @@ class MlflowLogger:
             self.client.set_tag(self.run_id, TAG_CHECKPOINT_EPOCH, str(saved.epoch))
 
     def on_train_end(self, result) -> None:
-        mlflow.log_metrics({"test_acc": result.test_acc, "test_loss": result.test_loss}, run_id=self.run_id)
+        metrics = dict(result.after)
+        if result.test_acc is not None:
+            metrics.update(test_acc=result.test_acc, test_loss=result.test_loss)
+        mlflow.log_metrics(metrics, run_id=self.run_id)
+        if result.diverged:
+            set_tags(self.run_id, {TAG_DIVERGED: result.diverged})
         if self.log_model:
             log_model(result)
 

@@ -88,3 +88,11 @@ def registered_model(name: str, run_ids: set[str]) -> dict[str, Any] | None:
 def registered_versions(name: str) -> list[str]:
     """Source run ids of the versions of registered model ``name``."""
     return [v.run_id for v in MlflowClient().search_model_versions(f"name = '{name}'")]
+
+
+def register_champion(run_id: str, name: str) -> str:
+    """Register the model run ``run_id`` logged as a new version of ``name`` and point the alias
+    ``champion`` at it (``models:/<name>@champion`` then loads it); the version."""
+    version = mlflow.register_model(model_uri(run_id), name)
+    MlflowClient().set_registered_model_alias(name, CHAMPION_ALIAS, str(version.version))
+    return str(version.version)

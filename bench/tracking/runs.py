@@ -31,6 +31,7 @@ from .masking import redact
 
 # Tag keys; "bench." keeps ours apart from MLflow's own "mlflow." tags.
 TAG_VARIANT = "bench.variant"
+TAG_VARIANT_SOURCE = "bench.variant_source"  # built-in, or the file (and its digest) or package that built it
 TAG_LABEL = "bench.label"  # the suite's name for this row (a variant, possibly with overrides)
 TAG_DATASET = "bench.dataset"
 TAG_SUITE = "bench.suite"
@@ -44,6 +45,9 @@ TAG_HARDWARE = "hw"  # hw.cpu, hw.cpu_isa, hw.logical_cores, hw.torch_threads, h
 TAG_HOST = "bench.host"  # the host and process that opened (or re-opened) the run
 TAG_PID = "bench.pid"
 TAG_CHECKPOINT_EPOCH = "bench.checkpoint_epoch"  # epoch of the checkpoint artifact, when one was logged
+TAG_COMPUTE_DTYPE = "bench.compute_dtype"  # float32, or the autocast dtype (bfloat16 on CUDA)
+TAG_DIVERGED = "bench.diverged"  # why a run whose loss exploded is not judged
+TAG_MODEL_NOTE = "bench.model"  # bench.model.<key>: what the variant's builder reports (e.g. pretrained weights)
 # MLflow's own system-metrics monitor (CPU, memory, disk, network; GPU with nvidia-ml-py):
 # every run gets one unless BENCH_SYSTEM_METRICS=0 (--no-system-metrics). Sampled every
 # 2 s and logged at once, so a one-minute run still draws a curve.
@@ -314,8 +318,9 @@ def end_run(run_id: str, status: str, error: str | None = None) -> None:
 
 
 def log_params(run_id: str, params: Mapping[str, Any]) -> None:
-    mlflow.log_params({k: _param(v) for k, v in params.items()}, run_id=run_id)
+    mlflow.log_params({k: param_text(v) for k, v in params.items()}, run_id=run_id)
 
 
-def _param(value: Any) -> str:
+def param_text(value: Any) -> str:
+    """A value as MLflow keeps it as a param: a string, credentials masked, at most 6,000 characters."""
     return redact(str(value))[:6000]

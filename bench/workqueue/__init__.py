@@ -7,6 +7,6 @@ import optuna; nothing here imports suite or search code.
 """
 
 from .pairs import Claim, PairQueue, QueueError
-from .storage import is_database, open_storage
+from .storage import STORAGE_ENV, is_database, open_storage
 
-__all__ = ["Claim", "PairQueue", "QueueError", "is_database", "open_storage"]
+__all__ = ["STORAGE_ENV", "Claim", "PairQueue", "QueueError", "is_database", "open_storage"]

@@ -131,6 +131,14 @@ class PairQueue:
     def running(self) -> int:
         return len(trials.running(self.study))
 
+    def waiting(self) -> int:
+        return len(trials.waiting(self.study))
+
+    def pairs(self) -> set[tuple[str, int]]:
+        """Every pair ever queued in this study, whatever became of it."""
+        return {(str(t.user_attrs["label"]), int(t.user_attrs["seed"])) for t in self.study.get_trials(deepcopy=False)
+                if "label" in t.user_attrs}
+
     def run(self, claim: Claim, work: Callable[[], float]) -> tuple[bool, str]:
         """Run ``work`` (returning the val accuracy) for a claimed pair under the heartbeat;
         (finished, fail reason). An error of the run itself FAILs it, not retried: it would fail again."""

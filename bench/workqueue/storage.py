@@ -32,6 +32,7 @@ from ..runtime import process_alive
 # Our own lines say what happened to each trial; Optuna's INFO lines would repeat them.
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+STORAGE_ENV = "BENCH_STORAGE_URL"  # a storage URL in the environment: workers get it so, never on argv (ps shows argv)
 HEARTBEAT_INTERVAL_S = 10  # a live worker's trial is touched this often
 HEARTBEAT_GRACE_S = 30  # ... and counted dead after this long without a beat
 MAX_RETRIES = 2  # a trial (or a suite's pair) whose worker died is run again at most this often

@@ -103,10 +103,27 @@ def test_resnet_head_loads_locally_cached_weights_and_freezes_the_backbone(tmp_p
     assert torch.equal(model.conv1.weight, reference.conv1.weight)
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"fc"}
+    assert model.bench_notes["weights"].startswith("ImageNet weights loaded from")
+    # The frozen backbone's batch norm keeps ImageNet's statistics: train mode leaves it in eval.
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms) and model.fc.training
+    before = norms[0].running_mean.clone()
+    model(torch.randn(4, 3, 32, 32))
+    assert torch.equal(norms[0].running_mean, before)
+
+
+def test_resnet_head_says_when_its_backbone_is_random_and_then_trains_all_of_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # nothing cached here
+    model = get_model("resnet-head", SHAPES["cifar2"])
+    assert model.bench_notes["weights"].startswith("randomly initialised: no cached ImageNet weights")
+    assert model.bench_notes["frozen"] == "nothing frozen"
+    model.train()
+    assert all(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
 
 
 def test_duplicate_names_raise():
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="clashes with the built-in 'net'"):
         register("net", description="again", origin="test", knobs={})(lambda shape: nn.Identity())
     assert _VARIANTS["net"].description.startswith("baseline")
 

@@ -1,0 +1,124 @@
+"""Verdicts against the baseline, on numbers whose answers are known or worked by hand."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from statsmodels.stats.weightstats import ttost_ind
+
+from bench.verdicts import against_baseline, method_note, seeds_needed, welch
+
+A = [0.90, 0.91, 0.89]  # mean .90, sample variance 1e-4
+B = [0.88, 0.87, 0.885]  # mean .878333, sample variance 5.833e-5
+
+
+def test_welch_interval_matches_the_textbook_formula():
+    row = against_baseline({"base": B, "row": A}, "base").set_index("label").loc["row"]
+    var_a, var_b = stats.tvar(A), stats.tvar(B)
+    se = math.sqrt(var_a / 3 + var_b / 3)
+    df = (var_a / 3 + var_b / 3) ** 2 / ((var_a / 3) ** 2 / 2 + (var_b / 3) ** 2 / 2)  # Welch-Satterthwaite
+    half = stats.t.ppf(0.975, df) * se
+    diff = sum(A) / 3 - sum(B) / 3
+    assert row["diff"] == pytest.approx(diff)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((diff - half, diff + half))
+    assert (round(row["ci_low"], 4), round(row["ci_high"], 4)) == (0.0009, 0.0424)
+    assert row["p"] == pytest.approx(2 * stats.t.sf(diff / se, df))
+    assert row["verdict"] == "better"  # p = 0.044 < 0.05, and the only comparison
+
+
+def test_tost_matches_a_hand_worked_example_and_statsmodels():
+    # By hand: d = 0.021667, se = sqrt(1e-4/3 + 5.833e-5/3) = 0.0072648, df = 3.741 (Welch).
+    # Lower test (d > -0.05): t = 0.071667 / 0.0072648 = 9.865; upper (d < 0.05): t = -0.028333 / 0.0072648 = -3.900.
+    # TOST p = max(P(T > 9.865), P(T < -3.900)) with T ~ t(3.741) = 0.00996.
+    tests = welch(np.array(A), np.array(B), margin=0.05)
+    se = math.sqrt(stats.tvar(A) / 3 + stats.tvar(B) / 3)
+    df = (stats.tvar(A) / 3 + stats.tvar(B) / 3) ** 2 / ((stats.tvar(A) / 3) ** 2 / 2 + (stats.tvar(B) / 3) ** 2 / 2)
+    assert (round(se, 7), round(df, 3)) == (0.0072648, 3.741)
+    upper = stats.t.cdf((float(tests["diff"]) - 0.05) / se, df)
+    lower = stats.t.sf((float(tests["diff"]) + 0.05) / se, df)
+    assert float(tests["p_equiv"]) == pytest.approx(max(upper, lower))
+    assert round(float(tests["p_equiv"]), 4) == 0.0100
+    assert float(tests["p_equiv"]) == pytest.approx(ttost_ind(np.array(A), np.array(B), -0.05, 0.05, usevar="unequal")[0])
+    # Inside a 5-point margin at 3 seeds: equivalent; with a 1-point margin it cannot be said.
+    wide = against_baseline({"base": B, "row": A}, "base", margin=0.05).set_index("label").loc["row"]
+    assert wide["kind"] == "equivalent" and wide["verdict"] == "equivalent within ±5 pt"
+
+
+def test_holm_correction_takes_back_a_verdict_that_many_comparisons_make_likely():
+    worse = [0.80, 0.81, 0.79]  # clearly below the baseline
+    table = against_baseline({"base": B, "a": A, "worse": worse, "same": [0.879, 0.875, 0.881]}, "base")
+    table = table.set_index("label")
+    assert table.loc["a", "p"] < 0.05  # alone it would be "better"...
+    assert table.loc["a", "kind"] == "undecided"  # ...but not among 3 comparisons
+    assert table.loc["a", "verdict"].startswith("undecided (3 seeds; ~") and table.loc["a", "verdict"].endswith(" needed)")
+    assert table.loc["worse", "verdict"] == "worse"
+    # Holm's step-down: the k-th smallest p times (m - k + 1), kept monotone, capped at 1.
+    raw = table.drop("base")["p"].sort_values()
+    expected, running = {}, 0.0
+    for k, (label, p) in enumerate(raw.items()):
+        running = max(running, min(1.0, (len(raw) - k) * p))
+        expected[label] = running
+    for label, p in expected.items():
+        assert table.loc[label, "p_holm"] == pytest.approx(p)
+    assert table.loc["base", "verdict"] == "baseline"
+
+
+def test_holm_is_statsmodels_holm():
+    from statsmodels.stats.multitest import multipletests
+
+    from bench.verdicts import holm
+
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 5, 9):  # a few: statsmodels' Holm takes a gc.collect() per call
+        for _ in range(2):
+            p = np.concatenate([rng.uniform(0, 0.1, m // 2), rng.uniform(0, 1, m - m // 2)])
+            assert holm(p) == pytest.approx(multipletests(p, method="holm")[1])
+
+
+def test_looks_split_alpha_so_the_same_data_decide_less():
+    values = {"base": B, "a": A}
+    assert against_baseline(values, "base", looks=1).set_index("label").loc["a", "kind"] == "better"
+    # alpha / 4 per look: p = 0.044 is no longer enough
+    assert against_baseline(values, "base", looks=4).set_index("label").loc["a", "kind"] == "undecided"
+
+
+def test_one_seed_gives_no_verdict_rather_than_a_false_one():
+    table = against_baseline({"base": [0.80], "row": [0.95]}, "base").set_index("label")
+    assert table.loc["row", "verdict"] == "needs 2 seeds per row (has 1)"
+    assert math.isnan(table.loc["row", "ci_low"]) and math.isnan(table.loc["row", "p_holm"])
+    two = against_baseline({"base": [0.80, 0.81], "row": [0.95]}, "base").set_index("label")
+    assert two.loc["row", "verdict"] == "needs 2 seeds per row (has 1)"
+
+
+def test_no_baseline_and_identical_runs():
+    assert set(against_baseline({"a": A, "b": B}, None)["verdict"]) == {"no baseline declared"}
+    same = against_baseline({"base": [0.9, 0.9], "twin": [0.9, 0.9]}, "base").set_index("label")
+    assert same.loc["twin", "verdict"] == "identical runs"
+
+
+def test_a_nan_is_never_a_verdict():
+    # A NaN p-value used to count as a rejection in the multiple-test correction: "worse".
+    table = against_baseline({"base": B, "nan": [0.9, math.nan, 0.88], "a": A}, "base").set_index("label")
+    assert table.loc["nan", "kind"] == "not judged" and table.loc["nan", "verdict"] == "diverged (1 of 3 runs): not judged"
+    assert table.loc["a", "kind"] == "better"  # one comparison left: the diverged row is not in the family
+    broken_base = against_baseline({"base": [0.9, math.inf, 0.88], "a": A}, "base").set_index("label")
+    assert broken_base.loc["a", "kind"] == "not judged" and "baseline diverged" in broken_base.loc["a", "verdict"]
+
+
+def test_seeds_needed_decide_the_row_about_as_often_as_promised():
+    # A row 0.6 points better than the baseline, seed-to-seed sd 0.5 points: how many seeds decide it?
+    rng = np.random.default_rng(0)
+    n = seeds_needed(0.006, 0.005, 0.005, margin=0.001, alpha=0.05)
+    assert 8 <= n <= 20
+    decided = 0
+    for _ in range(300):
+        row, base = rng.normal(0.906, 0.005, n), rng.normal(0.900, 0.005, n)
+        decided += against_baseline({"base": base, "row": row}, "base", margin=0.001).set_index("label").loc["row", "kind"] == "better"
+    assert decided / 300 >= 0.70  # promised: 80 %
+    assert seeds_needed(0.0, 0.0, 0.0, 0.01, 0.05) is None  # no spread: nothing to compute
+
+
+def test_the_method_note_names_the_tests_and_the_looks():
+    note = method_note(8, margin=0.01, looks=4)
+    assert "Welch" in note and "TOST" in note and "Holm" in note and "±1 pt" in note and "4 looks" in note
