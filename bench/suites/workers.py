@@ -88,18 +88,8 @@ def run_suite_workers(
                    worker_index, echo, progress, log_models, checkpoints, epoch_lines)
     done: set[tuple[str, int]] = set()
     if not worker_of:
-        tracking.mark_stale_children(parent_id)
-        done = finished_pairs(parent_id) & set(ctx.by_pair)
-        if owner:
-            record_on_parent(parent_id, suite, rows, margin, rounds.looks, every)
-            if auto:
-                queue.close(False)  # open: workers wait for the rounds to come
-        if owner or resume:
-            added = queue.publish(_costliest_first(first), done)
-            echo(f"suite {suite.name} [{profile}]: {added} pair(s) queued in study {queue.name!r} "
-                 f"({queue.shown_url}), {len(done)} already FINISHED under parent run {parent_id}")
-        if owner:
-            queue.set_parent(parent_id)  # last: processes joining wait for it, and then find the pairs queued
+        done = _queue_first_round(queue, ctx, first, owner, bool(resume), auto is not None,
+                                  lambda: record_on_parent(parent_id, suite, rows, margin, rounds.looks, every))
     try:
         procs = _start_workers(suite, profile, every, overrides or {}, rows, workers, queue, parent_id,
                                log_models=log_models, checkpoints=checkpoints, epoch_lines=epoch_lines,
@@ -118,15 +108,39 @@ def run_suite_workers(
     here = _trained_here(parent_id, [os.getpid(), *(p.pid for p in procs)], started)
     if worker_of:
         return SuiteOutcome(parent_id, pd.DataFrame(), here, 0, ctx.failed)
-    summary = log_summary(parent_id, suite, margin, rounds.looks)
-    finished, planned = finished_pairs(parent_id), queue.pairs() | set(_pairs(first))
+    return _close(queue, ctx, set(_pairs(first)), margin, rounds, here, len(done))
+
+
+def _queue_first_round(queue: PairQueue, ctx: _Context, first, owner: bool, resume: bool, auto: bool,
+                       record: Callable[[], None]) -> set[tuple[str, int]]:
+    """Queue the first round's pairs that have not FINISHED (the owner, or a resume); the FINISHED ones."""
+    tracking.mark_stale_children(ctx.parent_id)
+    done = finished_pairs(ctx.parent_id) & set(ctx.by_pair)
+    if owner:
+        record()
+        if auto:
+            queue.close(False)  # open: workers wait for the rounds to come
+    if owner or resume:
+        added = queue.publish(_costliest_first(first), done)
+        ctx.echo(f"suite {ctx.suite.name} [{ctx.profile}]: {added} pair(s) queued in study {queue.name!r} "
+                 f"({queue.shown_url}), {len(done)} already FINISHED under parent run {ctx.parent_id}")
+    if owner:
+        queue.set_parent(ctx.parent_id)  # last: processes joining wait for it, and then find the pairs queued
+    return done
+
+
+def _close(queue: PairQueue, ctx: _Context, first: set[tuple[str, int]], margin: float, rounds: Rounds, here: int,
+           skipped: int) -> SuiteOutcome:
+    """The summary, and the parent ended FINISHED, or FAILED naming the pairs that did not finish."""
+    summary = log_summary(ctx.parent_id, ctx.suite, margin, rounds.looks)
+    finished, planned = finished_pairs(ctx.parent_id), queue.pairs() | first
     missing = [f"{label} seed={seed}" for label, seed in sorted(planned) if (label, seed) not in finished]
-    outcome = SuiteOutcome(parent_id, summary, here, len(done), ctx.failed, len(planned) - len(missing), len(planned),
-                           rounds.stop_reason)
+    outcome = SuiteOutcome(ctx.parent_id, summary, here, skipped, ctx.failed, len(planned) - len(missing),
+                           len(planned), rounds.stop_reason)
     if missing:
-        tracking.end_run(parent_id, "FAILED", f"{len(missing)} run(s) did not finish: {', '.join(missing)}")
-        raise SuiteFailed(parent_id, missing, summary)
-    tracking.end_run(parent_id, "FINISHED")
+        tracking.end_run(ctx.parent_id, "FAILED", f"{len(missing)} run(s) did not finish: {', '.join(missing)}")
+        raise SuiteFailed(ctx.parent_id, missing, summary)
+    tracking.end_run(ctx.parent_id, "FINISHED")
     return outcome
 
 
