@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             outcome = run_search(
                 spec, storage=str(Path(tmp) / f"{pruner}.journal"), n_trials=args.n_trials, register_best=False,
-                echo=lambda _: None,
+                confirm=False, echo=lambda _: None,  # the search alone: what pruning saves
             )
             seconds = time.perf_counter() - start
             rows.append((f"{label} ({pruner})", outcome, seconds))
