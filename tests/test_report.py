@@ -2,7 +2,6 @@
 
 import math
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pandas as pd
 import pytest

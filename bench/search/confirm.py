@@ -185,7 +185,7 @@ def _judge(spec: StudySpec, suite: Suite, chosen: list[Candidate], seeds: list[i
                 echo("no champion registered (--no-register)")
         else:
             accs = [float(a) for a in _runs_of(tracking.child_runs(confirm_id), winner.label)["metrics.test_acc"]
-                    if a == a] if "metrics.test_acc" in winner_runs else []
+                    if pd.notna(a)] if "metrics.test_acc" in winner_runs else []
             echo(f"the confirmed winner {winner.label} was measured on test and registered by another process")
         test = {"mean": float(pd.Series(accs).mean()), "std": float(pd.Series(accs).std(ddof=1)), "n": len(accs)}
     verdict = by_label.loc[winner.label, "verdict_kind"] if winner is not None else ""

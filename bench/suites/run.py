@@ -9,6 +9,7 @@ continue from a checkpoint, and the child run of one pair.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -332,4 +333,4 @@ def check_same_settings(parent_id: str, plan: Sequence[tuple[Row, TrainConfig]])
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    return value is None or (isinstance(value, float) and math.isnan(value))
