@@ -358,8 +358,10 @@ def _finish(run: _Run) -> TrainResult:
     _, train_acc_eval = _evaluate(run.model, run.x_train, run.y_train, cfg.eval_batch_size, run.autocast)
     after = {"train_acc_eval": train_acc_eval}
     if cfg.train_mode_eval:
-        after["train_acc_train_mode"] = _accuracy_in_train_mode(run, run.x_train, run.y_train)
-        after["val_acc_train_mode"] = _accuracy_in_train_mode(run, run.x_val, run.y_val)
+        after["train_acc_train_mode"] = accuracy_in_train_mode(run.model, run.x_train, run.y_train, cfg.batch_size,
+                                                               cfg.seed, run.autocast)
+        after["val_acc_train_mode"] = accuracy_in_train_mode(run.model, run.x_val, run.y_val, cfg.batch_size, cfg.seed,
+                                                             run.autocast)
     del run.x_train, run.y_train  # free the training copy before the test split arrives
     test_loss = test_acc = None
     if cfg.evaluate_test:
@@ -374,19 +376,26 @@ def _finish(run: _Run) -> TrainResult:
 
 
 @torch.no_grad()
-def _accuracy_in_train_mode(run: _Run, x: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy_in_train_mode(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
+                           autocast=contextlib.nullcontext) -> float:
     """Accuracy with the model left in train mode, as code that never calls ``model.eval()`` measures it:
-    dropout active, batch norm on each batch's own statistics, batches of the training batch size in
-    the split's order. On a copy and under a forked, fixed RNG, so the trained model's running
-    statistics and the run's random streams stay exactly as they were."""
-    probe = copy.deepcopy(run.model).train()
+    dropout active, batch norm on each batch's own statistics, batches of ``batch_size``.
+
+    The batches take the split in a fixed shuffled order (``seed``), not its stored order: a folder
+    data set is stored class by class, and batches of one class would leave batch norm nothing to
+    tell apart (the CIFAR files the sources read are in no class order). On a copy and under a
+    forked RNG, so the model's running statistics and the run's random streams stay as they were.
+    """
+    probe = copy.deepcopy(model).train()
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(run.cfg.seed)
-        for i in range(0, len(y), run.cfg.batch_size):
-            with run.autocast():
-                logits = probe(x[i : i + run.cfg.batch_size])
-            correct += (logits.argmax(1) == y[i : i + run.cfg.batch_size]).sum()
+        torch.manual_seed(seed)
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).to(x.device)
+        for i in range(0, len(y), batch_size):
+            batch = order[i : i + batch_size]
+            with autocast():
+                logits = probe(x[batch])
+            correct += (logits.argmax(1) == y[batch]).sum()
     return correct.item() / len(y)
 
 

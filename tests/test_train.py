@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from bench.config import ConfigError, TrainConfig
 from bench.train import NonFiniteLossError, train
@@ -193,6 +194,22 @@ def test_after_training_the_train_split_is_measured_and_the_book_protocol_leaves
     # ...and the same one for a net with neither dropout nor batch norm.
     net = train(tiny(epochs=1, train_mode_eval=True), progress=False)
     assert net.after["val_acc_train_mode"] == net.final.val_acc
+
+
+def test_train_mode_accuracy_does_not_depend_on_a_class_sorted_split():
+    from bench.train import accuracy_in_train_mode
+
+    # The class is a shift of the one feature; batch norm on batches of one class would subtract it away.
+    # A folder data set is stored class by class, so batches in stored order would score about 50 %.
+    torch.manual_seed(0)
+    y = torch.arange(2).repeat_interleave(512)
+    x = (y.float() * 2 - 1).unsqueeze(1) * 3 + torch.randn(1024, 1)
+    model = nn.Sequential(nn.BatchNorm1d(1, affine=False), nn.Linear(1, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[-1.0], [1.0]]))
+        model[1].bias.zero_()
+    assert accuracy_in_train_mode(model, x, y, batch_size=64, seed=0) > 0.95
+    assert model.training and model[0].num_batches_tracked.item() == 0  # the model itself is left alone
 
 
 def test_a_search_config_never_touches_test():
