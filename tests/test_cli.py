@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -80,3 +81,28 @@ def test_missing_data_is_one_clear_line_and_exit_1(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("bench: error: data set 'fashion-mnist' not found")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command, kind", [("suite", "suite"), ("search", "study")])
+def test_a_spec_file_that_cannot_be_read_is_one_line_and_exit_2(command, kind, tmp_path, capsys):
+    missing = tmp_path / "nonexistent.toml"
+    with pytest.raises(SystemExit) as exit_:
+        main([command, str(missing)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err == f"bench: error: {missing}: cannot read {kind} file: No such file or directory\n"
+
+
+def test_quiet_keeps_mlflows_info_lines_out(monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_SYSTEM_METRICS", "1")  # an earlier --no-system-metrics leaves it at 0
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+    run = ["train", "--variant", "softmax", "--dataset", "mnist", "--epochs", "1", "--max-train-samples", "256",
+           "--no-log-model", "--no-checkpoint"]
+    assert main(run) == 0
+    loud = capsys.readouterr().err
+    # Without --quiet MLflow's system-metrics monitor says so: the check below would see it.
+    assert "INFO mlflow.system_metrics" in loud and "Started monitoring system metrics" in loud
+    assert main([*run, "--quiet"]) == 0
+    quiet = capsys.readouterr().err
+    assert "mlflow.system_metrics" not in quiet and "INFO mlflow" not in quiet, quiet
+    assert os.environ.get("MLFLOW_LOGGING_LEVEL") is None  # restored for whatever runs next in-process

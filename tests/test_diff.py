@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 
 import pytest
 
@@ -24,47 +26,103 @@ epochs = 1
 
 [[variants]]
 variant = "softmax"
-{broken}
+{softmax}
 
 [[variants]]
-variant = "lenet"
-label = "lenet-narrow"
-knobs = {{ width = 4 }}
+variant = "nets.py:Tiny"
+label = "tiny"
 """
+
+# The code under test: a row whose variant is a file, so a code change is a change of that file alone
+# (the plan, every setting a run logs, stays the same).
+HEALTHY = '''
+from torch import nn
+
+
+class Tiny(nn.Module):
+    """A linear layer on the flattened image."""
+
+    def __init__(self, shape, hidden=8):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(shape.channels * shape.size ** 2, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, shape.num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+'''
+BROKEN = HEALTHY.replace("return self.net(x)", "return self.net(x) * float('nan')  # the regression")
+
+
+def run(root, name: str, *, softmax: str = "", code: str = HEALTHY, **kwargs) -> str:
+    (root / "nets.py").write_text(textwrap.dedent(code))
+    path = root / f"{name}.toml"
+    path.write_text(SUITE.format(softmax=softmax))
+    try:
+        return run_suite(load_suite(path), "quick", log_models=False, progress=False, echo=lambda _: None,
+                         overrides={"threads": 1}, **kwargs).parent_run_id
+    except Exception as exc:  # a suite with failed runs ends FAILED: its parent is still compared
+        return exc.parent_run_id
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("diff")
-    ids = {}
-    for name, broken in (("a", ""), ("b", ""), ("broken", "lr = 3.0  # softmax's 0.03 times 100")):
-        path = root / f"{name}.toml"
-        path.write_text(SUITE.format(broken=broken))
-        ids[name] = run_suite(load_suite(path), "quick", log_models=False, progress=False, echo=lambda _: None,
-                              overrides={"threads": 1}).parent_run_id
-    return ids
+    return {
+        "a": run(root, "a"),
+        "b": run(root, "b"),  # the same command again: the same seeds, the same numbers
+        "broken": run(root, "broken", code=BROKEN),  # a code change that makes tiny's loss NaN
+        "fewer-rows": run(root, "fewer-rows", rows=["softmax"]),
+        "other-lr": run(root, "other-lr", softmax="lr = 3.0  # softmax's 0.03 times 100"),
+        "other-seeds": run(root, "other-seeds", seeds=[0, 1]),
+    }
 
 
-def test_a_rerun_with_the_same_seeds_is_no_worse(runs, capsys):
+def test_a_rerun_with_the_same_seeds_is_identical_row_by_row_and_passes(runs, capsys):
     assert main(["diff", runs["a"], runs["b"], "--no-report", "--seconds"]) == 0
     out = capsys.readouterr().out
-    assert "significantly worse" not in out and "lenet-narrow" in out and "softmax" in out
-    assert "+0.00" in out  # same seeds on the same machine: the same numbers
+    for label in ("softmax", "tiny"):
+        assert re.search(rf"(?m)^ *{label} +3/3 .* identical \(every seed the same\)$", out), out
+    assert "seed by seed (paired t-test, paired TOST)" in out and "worse" not in out.split("B against A")[0]
 
 
-def test_a_deliberately_broken_row_fails_the_gate_naming_it(runs, capsys, tmp_path):
+def test_a_row_broken_by_a_code_change_fails_the_gate_naming_it_and_why(runs, capsys, tmp_path):
     assert main(["diff", runs["a"], runs["broken"], "--out", str(tmp_path / "page")]) == 1
     out = capsys.readouterr().out
-    verdict = out.split("B is significantly worse than A in: ", 1)[1]
-    assert verdict.startswith("softmax") and "lenet-narrow" not in verdict
+    gate = " ".join(out.split("B is worse than A or broken in: ", 1)[1].split())
+    assert gate.startswith("tiny (B: 3 failed of 3 runs (seeds 0, 1, 2: NonFiniteLossError") and "softmax" not in gate
+    assert re.search(r"(?m)^ *softmax +3/3 .* identical", out)  # the untouched row still compares
     page = (tmp_path / "page" / "index.html").read_text()
-    assert "Significantly worse in B" in page and "softmax" in page
+    assert "Worse or broken in B" in page and "NonFiniteLossError" in page
     assert (tmp_path / "page" / "diff.png").stat().st_size > 0 and (tmp_path / "page" / "diff.csv").is_file()
     assert main(["diff", runs["a"], runs["broken"], "--no-report", "--fail-on", "never"]) == 0
 
 
+def test_a_row_missing_in_b_fails_the_gate(runs, capsys):
+    assert main(["diff", runs["a"], runs["fewer-rows"], "--no-report"]) == 1
+    assert "B is worse than A or broken in: tiny (missing in B)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("other, differs", [
+    ("other-lr", "softmax: lr A 0.03, B 3.0"),
+    ("other-seeds", "softmax: seeds A 0,1,2, B 0,1"),
+])
+def test_runs_of_different_plans_are_refused_naming_the_difference_unless_allowed(runs, capsys, other, differs):
+    with pytest.raises(SystemExit) as exit_:
+        main(["diff", runs["a"], runs[other], "--no-report"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "A and B ran different plans" in err and differs in err
+    code = main(["diff", runs["a"], runs[other], "--no-report", "--allow-other-plans"])
+    out = capsys.readouterr().out
+    assert "Plans differ (compared because --allow-other-plans was given)" in out and differs in out
+    if other == "other-lr":  # lr x 100: softmax's loss explodes in B, and that fails the gate
+        assert code == 1 and "B is worse than A or broken in: softmax (B: " in out and "diverged" in out
+    else:  # seeds 0,1 against 0,1,2: not paired, Welch
+        assert "Welch's t-test" in out
+
+
 def test_suites_are_named_by_their_latest_parents_and_bad_names_are_usage_errors(runs, capsys):
-    assert main(["diff", "diff-test:quick~2", "diff-test:quick~1", "--no-report"]) == 0  # a and b, by name
+    # The last two parents of diff-test are other-lr and other-seeds; ~4 and ~5 are a and b.
+    assert main(["diff", "diff-test:quick~5", "diff-test:quick~4", "--no-report"]) == 0
     assert f"A: diff-test [quick] {runs['a'][:8]}" in capsys.readouterr().out
     for argv, message in ((["diff-test", "diff-test"], "are the same run"),
                           (["no-such-suite", "diff-test"], "found 0 parent run(s) of suite 'no-such-suite'"),

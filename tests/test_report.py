@@ -179,7 +179,7 @@ def test_verdict_against_the_baseline_is_welch_tost_and_holm_over_the_runs(repor
     assert lenet["verdict"].startswith(verdict), (lenet["verdict"], verdict)
     assert lenet["baseline_p_equiv_holm"] == pytest.approx(p_equiv)
     page = (built.out_dir / "index.html").read_text()
-    assert "Holm-corrected" in page and "TOST" in page and lenet["verdict"] in page
+    assert "Holm-Shaffer-corrected" in page and "TOST" in page and lenet["verdict"] in page
 
 
 def test_report_says_when_runs_came_from_different_machines(report, tmp_path):
@@ -290,3 +290,28 @@ def test_the_printed_summary_fits_a_100_column_terminal(report):
     text = format_summary(outcome.summary, margin=0.01)
     assert max(len(line) for line in text.splitlines()) <= 100, text
     assert "verdict" in text and "vs softmax, pt [95% CI]" in text and "made-up" in text  # sources below the table
+
+
+def test_a_row_whose_runs_failed_is_listed_with_its_reason_in_the_table_csv_and_page(tmp_path):
+    from bench.suites import SuiteFailed, format_summary
+
+    failing = SUITE.replace('name = "report-test"', 'name = "report-failures"').replace(
+        'note = "too slow for the test"', "lr = 1e12  # the loss becomes NaN in the first steps")
+    path = tmp_path / "report-failures.toml"
+    path.write_text(failing)
+    with pytest.raises(SuiteFailed) as failed:
+        run_suite(load_suite(path), "quick", log_models=False, progress=False, echo=lambda _: None,
+                  rows=["softmax", "mlp"])
+    built = build_report("report-failures", tmp_path / "out", log=False)
+    parser = TableRows()
+    parser.feed((built.out_dir / "index.html").read_text())
+    mlp = next(row for row in parser.rows if row[0] == "mlp")
+    assert mlp[2] == "0 of 2" and "not judged: 2 of 2 runs failed" in mlp
+    table = pd.read_csv(built.out_dir / "summary.csv").set_index("variant_row")
+    assert table.loc["mlp", ["runs", "n_seeds", "failed", "diverged", "unfinished"]].tolist() == [2, 0, 2, 0, 0]
+    assert table.loc["mlp", "failures"].startswith("seeds 0, 1: NonFiniteLossError: loss became nan")
+    page = (built.out_dir / "index.html").read_text()
+    assert "Runs that are not measurements" in page and "NonFiniteLossError: loss became nan" in page
+    text = format_summary(failed.value.summary, margin=0.01)
+    assert "mlp: 2 of 2 runs failed: seeds 0, 1: NonFiniteLossError" in " ".join(text.split())
+    assert max(len(line) for line in text.splitlines()) <= 100, text

@@ -243,3 +243,23 @@ def test_postgresql_storage_with_two_workers(tmp_path):
     assert len({t.user_attrs["pid"] for t in trials}) == 2
     parent = MlflowClient().get_run(outcome.parent_run_id)
     assert url.split("@")[0].split(":")[-1] not in str(parent.data.params) + str(parent.data.tags)  # no password
+
+
+def test_retest_without_the_confirmation_is_refused_before_any_trial(tmp_path, capsys):
+    from bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["search", str(write_study(tmp_path, "retest-alone")), "--retest"])
+    assert exit_.value.code == 2
+    assert "bench: error: --retest needs the confirmation (a [confirm] table or --confirm)" in capsys.readouterr().err
+    assert not (tmp_path / "optuna").exists() and not Path("optuna/retest-alone.journal").exists()
+
+
+def test_an_unconfirmed_search_prints_its_one_seed_best_as_not_confirmed():
+    from types import SimpleNamespace
+
+    from bench.cli.search import best_lines
+
+    outcome = SimpleNamespace(best_trial=3, best_value=0.8125, best_params={"lr": 0.01}, confirmation=None)
+    assert best_lines(outcome, "val_acc") == ["best: trial 3, val_acc 0.8125 (one seed, not confirmed), params "
+                                              "{'lr': 0.01}"]

@@ -183,15 +183,25 @@ def test_a_failing_child_is_failed_the_others_finish_and_the_parent_fails(tmp_pa
     status = dict(zip(children["tags.bench.label"] + "/" + children["tags.bench.seed"], children["status"]))
     assert status == {"mlp/0": "FAILED", "mlp/1": "FAILED", "lenet-narrow/0": "FINISHED", "lenet-narrow/1": "FINISHED"}
     assert MlflowClient().get_run(err.value.parent_run_id).info.status == "FAILED"
-    assert list(err.value.summary["label"]) == ["lenet-narrow"]
+    # The failed row is listed, its failures counted with their reason, and it gets no verdict.
+    summary = err.value.summary.set_index("label")
+    assert list(summary.index) == ["mlp", "lenet-narrow"]
+    assert summary.loc["mlp", ["runs", "n_seeds", "failed", "diverged"]].tolist() == [2, 0, 2, 0]
+    assert summary.loc["mlp", "verdict"] == "not judged: 2 of 2 runs failed"
+    assert summary.loc["mlp", "failures"].startswith("seeds 0, 1: NonFiniteLossError: loss became nan")
+    assert summary.loc["lenet-narrow", ["runs", "n_seeds", "failed"]].tolist() == [2, 2, 0]
 
 
-def test_suite_cli_prints_the_summary(tmp_path, capsys):
-    path = write_suite(tmp_path, "cli")
-    assert main(["suite", str(path), "--seeds", "1", "--no-log-model", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "suite cli [quick]: 2 runs on mnist" in out
-    assert "lenet-narrow" in out and "parent run" in out
+def test_suite_cli_prints_the_summary_in_100_columns(tmp_path, capfd):
+    path = write_suite(tmp_path, "cli-with-a-suite-name-long-enough-to-wrap")
+    assert main(["suite", str(path), "--seeds", "2", "--no-log-model", "--no-system-metrics"]) == 0
+    out, err = capfd.readouterr()
+    err = "\n".join(line for line in err.splitlines() if " mlflow" not in line)  # MLflow's own log lines
+    assert "suite cli-with-a-suite-name-long-enough-to-wrap [quick]: 4 runs on mnist" in out
+    assert "lenet-narrow" in out and "parent run" in out and "4 trained here" in out
+    assert "Verdicts: val accuracy over seeds" in out
+    wide = [line for line in (out + err).splitlines() if len(line) > 100]
+    assert not wide, wide
 
 
 # ---------------------------------------------------------------------------- several workers

@@ -214,15 +214,151 @@ def test_stale_children_are_the_ones_whose_process_died():
      "hunter2", "postgresql+psycopg://bench@db/optuna?password=***&sslmode=require failed"),
     ("http://admin:hunter2@tracking:5000/api", "hunter2", "http://admin:***@tracking:5000/api"),
     ("mysql://u@h/db?passwd=hunter2", "hunter2", "mysql://u@h/db?passwd=***"),
+    # Schemes no URL parser knows, and URLs that no parser accepts.
+    ("artifacts at mlflow-artifacts://bench:hunter2@tracking/x/y", "hunter2",
+     "artifacts at mlflow-artifacts://bench:***@tracking/x/y"),
+    ("my-db://u:hunter2@h", "hunter2", "my-db://u:***@h"),
+    ("redis://:hunter2@cache:6379/0", "hunter2", "redis://:***@cache:6379/0"),
+    # A raw "@" or "/" in the password: none of it is left.
+    ("postgresql://u:hun@ter2@h/db", "ter2", "postgresql://u:***@h/db"),
+    ("postgresql://u:hun/ter2@h/db?sslmode=require", "ter2", "postgresql://u:***@h/db?sslmode=require"),
+    ("postgresql://u:p@ss/w0rd@h:5432/db", "w0rd", "postgresql://u:***@h:5432/db"),
+    # A user with an "@" (as some hosted PostgreSQL services name them).
+    ("postgresql://bench@server:hunter2@server.example.org/db", "hunter2",
+     "postgresql://bench@server:***@server.example.org/db"),
+    # Secret-looking query parameters, whatever the URL.
+    ("https://h/x?api_key=hunter2&page=2", "hunter2", "https://h/x?api_key=***&page=2"),
+    ("https://h/x?apiKey=hunter2#top", "hunter2", "https://h/x?apiKey=***#top"),
+    ("https://h/x?api-key=hunter2", "hunter2", "https://h/x?api-key=***"),
+    ("https://h/x?access_token=hunter2&sort=asc", "hunter2", "https://h/x?access_token=***&sort=asc"),
+    ("https://maps.example.org/v1?key=hunter2", "hunter2", "https://maps.example.org/v1?key=***"),
+    ("https://b.blob.example.net/c/f?sv=2024&sig=hunter2", "hunter2", "https://b.blob.example.net/c/f?sv=2024&sig=***"),
+    ("https://s3.example.com/b/k?X-Amz-Credential=AKIA1&X-Amz-Signature=hunter2&X-Amz-Date=20260101", "hunter2",
+     "https://s3.example.com/b/k?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Date=20260101"),
+    ("https://h/cb?client_secret=hunter2&state=ok", "hunter2", "https://h/cb?client_secret=***&state=ok"),
+    # libpq key=value connection strings, plain and quoted.
+    ("host=db user=bench password=hunter2 dbname=optuna", "hunter2", "host=db user=bench password=*** dbname=optuna"),
+    ("host=db user=bench password='hun ter2' dbname=optuna", "ter2", "host=db user=bench password=*** dbname=optuna"),
+    (r"host=db password='it\'s hunter2' port=5432", "hunter2", "host=db password=*** port=5432"),
+    (r"host=db password=hun\ ter2 port=5432", "ter2", "host=db password=*** port=5432"),
+    ("connection failed (host=db sslpassword=hunter2).", "hunter2", "(host=db sslpassword=***)."),
+    # Quoted mappings (a JSON body, a dict in an error) and HTTP headers.
+    ('{"username": "bench-worker", "password": "hunter2"}', "hunter2",
+     '{"username": "bench-worker", "password": "***"}'),
+    ("headers {'Authorization': 'Bearer hunter2'}", "hunter2", "{'Authorization': '***'}"),
+    ("Authorization: Basic aHVudGVyMg== sent", "aHVudGVyMg", "Authorization: Basic *** sent"),
 ])
 def test_credentials_are_masked_in_every_url_form(text, secret, shown):
     masked = tracking.redact(text)
     assert secret not in masked and shown in masked
+    assert tracking.redact(masked) == masked  # masking twice (a tag of a masked message) changes nothing
 
 
 def test_urls_with_nothing_to_hide_are_left_exactly_as_written():
-    for text in ("http://127.0.0.1:5000/#/experiments/1/runs/abc", "optuna/suites/x.journal", "no url here"):
+    for text in ("http://127.0.0.1:5000/#/experiments/1/runs/abc", "optuna/suites/x.journal", "no url here",
+                 "postgresql://bench@db-host:5432/optuna?sslmode=require", "models:/deploy-search-best@champion",
+                 "sorted by key=val_acc, sig=0.05", "host=db user=bench dbname=optuna"):
         assert tracking.redact(text) == text
+
+
+def test_masking_takes_linear_time_on_hostile_text():
+    import time
+
+    started = time.perf_counter()
+    for text in ("x://a:" * 20000, "a." * 100000 + "://", "?token=a" + ")" * 100000 + "b", "password=" + "a" * 100000):
+        tracking.redact(text)
+    assert time.perf_counter() - started < 2  # a backtracking pattern takes minutes on these
+
+
+def test_the_tracking_uri_is_shown_masked(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://bench:hunter2@db-host/mlflow")
+    assert tracking.tracking_uri() == "postgresql://bench:***@db-host/mlflow"
+
+
+def test_every_value_a_report_page_prints_is_masked():
+    from bench.report import pages
+
+    page = pages._TEMPLATES.from_string(
+        '{% import "macros.html.j2" as m %}<p>{{ store }}</p><p>{{ params }}</p>{{ m.image(png, note) }}'
+    ).render(store="postgresql://bench:hunter2@db/mlflow", params={"storage": "https://h/x?token=hunter2"},
+             png="data:image/png;base64,iVBORw0KGgo=", note="host=db password=hunter2")
+    assert "hunter2" not in page
+    assert "postgresql://bench:***@db/mlflow" in page and "https://h/x?token=***" in page
+    assert '<img src="data:image/png;base64,iVBORw0KGgo=" alt="host=db password=***">' in page  # markup kept
+
+
+@pytest.mark.parametrize("ui_url", ["javascript:alert(document.cookie)", "data:text/html,<script>x</script>",
+                                    "ftp://mlflow.example.org", "//mlflow.example.org"])
+def test_run_links_are_http_only(ui_url):
+    from bench.report.pages import ReportError, RunLinks
+
+    with pytest.raises(ReportError, match="accepted: an http:// or https:// address"):
+        RunLinks(ui_url, "1")
+    assert RunLinks("https://mlflow.example.org", "1")("abc") == "https://mlflow.example.org/#/experiments/1/runs/abc"
+
+
+@pytest.mark.parametrize("argv", [["report", "deploy-suite"], ["diff", "a", "b"], ["suite", "studies/x.toml"],
+                                  ["search", "studies/x_search.toml"]])
+def test_a_ui_url_that_is_not_http_is_a_usage_error(argv, capsys):
+    from bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--ui-url", "javascript:alert(1)"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "--ui-url: 'javascript:alert(1)' is not accepted; accepted: an http:// or https:// address" in err
+
+
+def test_an_http_ui_url_is_accepted(capsys):
+    from bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "no-such-suite", "--ui-url", "https://mlflow.example.org"])
+    assert exit_.value.code == 2 and "no suite or study named 'no-such-suite'" in capsys.readouterr().err
+
+
+def test_every_log_record_of_the_cli_is_masked(monkeypatch, capsys, caplog):
+    import logging
+
+    import bench.cli.train
+    from bench.cli import main
+
+    def leaky(args):
+        logging.getLogger("bench.somewhere").warning("cannot reach %s", "postgresql://bench:hunter2@db/optuna")
+        logging.getLogger("mlflow.somewhere").warning("retrying https://h/x?api_key=hunter2")  # MLflow's own handler
+        try:
+            raise RuntimeError("host=db password=hunter2")
+        except RuntimeError:
+            logging.getLogger("bench.somewhere").exception("failed")
+        return 0
+
+    factory = logging.getLogRecordFactory()
+    monkeypatch.setattr(bench.cli.train, "cmd_list", leaky)
+    try:
+        with caplog.at_level(logging.INFO):
+            assert main(["list"]) == 0
+    finally:
+        logging.setLogRecordFactory(factory)
+    err = capsys.readouterr().err
+    assert "WARNING mlflow.somewhere: retrying https://h/x?api_key=***" in err
+    assert "cannot reach postgresql://bench:***@db/optuna" in caplog.text
+    assert "RuntimeError: host=db password=***" in caplog.text
+    assert "hunter2" not in err + caplog.text
+
+
+def test_a_cli_error_is_masked(capfd, monkeypatch):
+    from bench.cli import main
+    from tests.test_server import free_port
+
+    # MLflow's own error names the tracking server's URL, credentials and all; nothing listens there.
+    url = f"http://bench:hunter2@127.0.0.1:{free_port()}/mlflow"
+    for name, value in {"MLFLOW_TRACKING_URI": url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["report", "deploy-suite"]) == 1
+    out, err = capfd.readouterr()
+    assert "hunter2" not in out + err
+    assert "API request to http://bench:***@127.0.0.1:" in err  # what failed, and where, is still said
 
 
 def test_a_trials_fail_reason_is_masked(tmp_path):

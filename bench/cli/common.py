@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -83,6 +84,19 @@ def seed_list(text: str) -> list[int] | str | None:
     if not seeds or any(s < 0 for s in seeds):
         raise argparse.ArgumentTypeError(f"expected at least one seed, all >= 0, got {text!r}")
     return seeds
+
+
+def ui_url(text: str) -> str:
+    """``--ui-url``: the MLflow UI's address, which run and model links in reports start with.
+
+    Only ``http://`` and ``https://`` with a host: a ``javascript:`` or ``data:`` address would
+    make every link of a page run code when clicked.
+    """
+    if not re.match(r"^https?://[^\s/?#]+", text, re.I) or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not accepted; accepted: an http:// or https:// address of the MLflow UI, "
+            f"e.g. {DEFAULT_UI_URL}")
+    return text
 
 
 def write_report(target: str, out: str | None, ui_url: str, log: bool = True) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import DEFAULT_UI_URL, UsageError, add_tracking_arguments, or_default, storage_url, write_report
+from .common import DEFAULT_UI_URL, UsageError, add_tracking_arguments, or_default, storage_url, ui_url, write_report
 
 
 def add_parsers(sub) -> None:
@@ -24,9 +24,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--confirm-seeds", type=int, metavar="N",
                    help="fresh seeds per config for the confirmation (default: [confirm] seeds, else 3)")
     p.add_argument("--no-register", action="store_true", help="confirm, but register no champion")
+    p.add_argument("--retest", action="store_true",
+                   help="measure the confirmed winner's test accuracy even though this study's test was measured "
+                        "already (test is measured once per study: a re-run with more trials reports the earlier "
+                        "figure; a second look at test is no longer an untouched estimate)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--report", nargs="?", const="", metavar="DIR", help="write the study's report at the end")
-    p.add_argument("--ui-url", default=DEFAULT_UI_URL, help=f"MLflow UI address for the report's links (default {DEFAULT_UI_URL})")
+    p.add_argument("--ui-url", type=ui_url, default=DEFAULT_UI_URL, help=f"MLflow UI address for the report's links (default {DEFAULT_UI_URL})")
     p.add_argument("--worker-of", help=argparse.SUPPRESS)
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     add_tracking_arguments(p, default_experiment="the study's name")
@@ -52,7 +56,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers} is not accepted; accepted: an integer >= 1")
     if args.confirm_seeds is not None and args.confirm_seeds < 2:
-        raise UsageError(f"--confirm-seeds {args.confirm_seeds} is not accepted; accepted: an integer >= 2 (a verdict needs two)")
+        raise UsageError(f"--confirm-seeds {args.confirm_seeds} is not accepted; accepted: an integer >= 2 (a verdict "
+                         "needs two)")
+    confirming = spec.confirm is not None if args.confirm is None else args.confirm
+    if args.retest and not confirming:
+        raise UsageError("--retest needs the confirmation (a [confirm] table or --confirm)")
     storage = storage_url(args.storage)
     if args.worker_of:  # one of --workers K processes, started by the coordinating one
         run_worker(spec, storage, args.n_trials or spec.n_trials, args.worker_of, threads=args.threads,
@@ -62,19 +70,45 @@ def cmd_search(args: argparse.Namespace) -> int:
         outcome = run_search(
             spec, storage=storage, n_trials=args.n_trials, workers=args.workers, threads=args.threads,
             experiment=args.experiment, register_best=not args.no_register, confirm=args.confirm,
-            confirm_seeds=args.confirm_seeds, progress=False if args.quiet else None,
+            confirm_seeds=args.confirm_seeds, retest=args.retest, progress=False if args.quiet else None,
         )
     except SearchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+        show(f"bench: {exc}", file=sys.stderr)
         return 1
     states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(outcome.states.items()))
-    print(f"study {outcome.study_name}: {outcome.n_trials} trials ({states}), {outcome.epochs_trained} epochs trained")
-    if outcome.best_trial is not None:
-        print(f"best: trial {outcome.best_trial}, {spec.metric} {outcome.best_value:.4f}, params {outcome.best_params}")
-    print(f"parent run {outcome.parent_run_id}")
+    show(f"study {outcome.study_name}: {outcome.n_trials} trials ({states}), {outcome.epochs_trained} epochs trained")
+    for line in best_lines(outcome, spec.metric):
+        show(line)
+    show(f"parent run {outcome.parent_run_id}")
     if args.report is not None:
         write_report(outcome.parent_run_id, args.report or None, args.ui_url)
     return 0
+
+
+def best_lines(outcome, metric: str) -> list[str]:
+    """One line says "best": the confirmed winner when the search was confirmed (the one-seed best of
+    the trials is biased upwards, and is named as what it is), else the one-seed best."""
+    if outcome.best_trial is None:
+        return []
+    one_seed = f"trial {outcome.best_trial}, {metric} {outcome.best_value:.4f}"
+    confirmation = outcome.confirmation
+    if confirmation is None or confirmation.winner is None:
+        return [f"best: {one_seed} (one seed, not confirmed), params {outcome.best_params}"]
+    winner = confirmation.winner
+    row = confirmation.summary.set_index("label").loc[winner.label]
+    champion = (" (champion)" if confirmation.champion_run_id else "" if confirmation.holds_against_baseline
+                else " (no champion)")
+    return [f"search's one-seed best: {one_seed} (biased upwards: the winner's curse)",
+            f"best: {winner.label}, confirmed {metric} {row['val_acc_mean']:.4f} ± {row['val_acc_std']:.4f} over "
+            f"{len(confirmation.seeds)} fresh seeds, {row['verdict']} against {confirmation.baseline}{champion}; "
+            f"params {winner.params}"]
+
+
+def show(text: str, file=None) -> None:
+    from ..search.confirm import wrapped
+
+    for line in wrapped(text):
+        print(line, file=file)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from typing import Any
 
 from ..verdicts.sequential import AutoSeeds
 from .common import (
     DEFAULT_UI_URL, UsageError, add_checkpoint_arguments, add_tracking_arguments, duration, fraction, or_default,
-    seed_list, storage_url, write_report,
+    seed_list, storage_url, ui_url, write_report,
 )
 
 
@@ -43,7 +44,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
     p.add_argument("--report", nargs="?", const="", metavar="DIR",
                    help="write the report when the suite ends (default DIR: reports/<suite name>)")
-    p.add_argument("--ui-url", default=DEFAULT_UI_URL, help=f"MLflow UI address for the report's links (default {DEFAULT_UI_URL})")
+    p.add_argument("--ui-url", type=ui_url, default=DEFAULT_UI_URL, help=f"MLflow UI address for the report's links (default {DEFAULT_UI_URL})")
     g = p.add_argument_group("workers (the runs are handed out through an Optuna study; see docs/deploy.md)")
     g.add_argument("--workers", type=int, default=1,
                    help="worker processes on this machine, sharing its cores (--threads each: cores / workers) "
@@ -63,7 +64,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
-    from ..suites import SuiteError, SuiteFailed, format_summary, load_suite, run_suite, run_suite_workers
+    from ..suites import SuiteError, SuiteFailed, format_summary, load_suite, run_suite
 
     overrides: dict[str, Any] = {}
     for name in ("epochs", "max_train_samples", "batch_size"):
@@ -86,42 +87,32 @@ def cmd_suite(args: argparse.Namespace) -> int:
     storage = storage_url(args.storage)
     if args.study_name and storage is None and args.workers == 1:
         raise UsageError("--study-name names a study in --storage; give --storage too (or --workers K)")
-    common = dict(
-        seeds=seeds,
-        auto=auto,
-        margin=args.margin,
-        resume=args.resume if args.resume is not None else False,
-        experiment=args.experiment,
-        overrides=overrides,
-        log_models=not args.no_log_model,
-        progress=False if (args.quiet or args.workers > 1 or args.worker_of) else None,
-        rows=rows,
-        checkpoints=None if args.no_checkpoint else args.checkpoint_every,
-        epoch_lines=not args.quiet,
-    )
     if not args.worker_of:
         what = (f"--seeds auto: {auto.start} seeds per row first, up to {auto.max_seeds}" if auto else f"{len(plan)} runs")
         print(f"suite {suite.name} [{args.profile}]: {what} on {suite.dataset}")
     margin = args.margin or suite.margin
     try:
-        if args.workers > 1 or storage is not None:
-            outcome = run_suite_workers(suite, args.profile, workers=args.workers, storage=storage,
-                                        study_name=args.study_name, worker_of=args.worker_of,
-                                        worker_index=args.worker_index, **common)
-            if args.worker_of:
-                return 1 if outcome.failed else 0
-        else:
-            outcome = run_suite(suite, args.profile, **common)
+        outcome = run_suite(
+            suite, args.profile, seeds=seeds, auto=auto, margin=args.margin,
+            resume=args.resume if args.resume is not None else False, experiment=args.experiment,
+            overrides=overrides, log_models=not args.no_log_model,
+            progress=False if (args.quiet or args.workers > 1 or args.worker_of) else None, rows=rows,
+            checkpoints=None if args.no_checkpoint else args.checkpoint_every, epoch_lines=not args.quiet,
+            workers=args.workers, storage=storage, study_name=args.study_name, worker_of=args.worker_of,
+            worker_index=args.worker_index,
+        )
+        if args.worker_of:
+            return 1 if outcome.failed else 0
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
     except SuiteFailed as exc:
         print(format_summary(exc.summary, margin=margin, looks=auto.looks if auto else 1))
-        print(f"bench: {exc}", file=sys.stderr)
+        print("\n".join(textwrap.wrap(f"bench: {exc}", 100, subsequent_indent="  ")), file=sys.stderr)
         if args.report is not None and not exc.summary.empty:
             write_report(exc.parent_run_id, args.report or None, args.ui_url)
         return 1
     print(format_summary(outcome.summary, margin=margin, looks=auto.looks if auto else 1))
-    print(f"parent run {outcome.parent_run_id}: {outcome.line()}")
+    print(f"parent run {outcome.parent_run_id}:\n  {outcome.line()}")
     if args.report is not None:
         write_report(outcome.parent_run_id, args.report or None, args.ui_url)
     return 0

@@ -9,7 +9,11 @@ the loss (``l2``, ``weight_decay``) are training defaults, not new classes, so
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import os
+import traceback
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -109,7 +113,16 @@ class Variant:
 
     def build(self, shape: InputShape, **overrides: Any) -> nn.Module:
         knobs = self.resolve_knobs(overrides)
-        model = self.builder(shape, **self.fixed, **knobs)
+        if self.source == BUILT_IN:  # a bench bug: its traceback is what its fixer needs
+            model = self.builder(shape, **self.fixed, **knobs)
+        else:
+            try:
+                model = self.builder(shape, **self.fixed, **knobs)
+            except Exception as exc:
+                # Your code, refused like an import error: one line naming the file and what it raised,
+                # so `bench list` still lists the rest and a suite or search stops before its first run.
+                raise VariantError(f"variant {self.name!r} ({self.source}): its builder raised "
+                                   f"{describe_exception(exc, self.builder)}") from None
         if not isinstance(model, nn.Module):
             raise VariantError(f"variant {self.name!r} ({self.source}): its builder returned a "
                                f"{type(model).__name__}, not a torch.nn.Module")
@@ -119,10 +132,41 @@ class Variant:
 BUILT_IN = "built-in"  # the source of bench's own variants
 
 
+def describe_exception(exc: BaseException, code: Any = None) -> str:
+    """``Type: message`` on one line (a message over several lines joined), and, when ``code`` (a
+    function, class or file path) was in the traceback, the line of it that raised: an error torch
+    raises inside the user's ``nn.Linear(...)`` points at that call, not into torch."""
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    path = code if isinstance(code, (str, Path)) else _source_file(code)
+    if path is not None:
+        own = [f for f in traceback.extract_tb(exc.__traceback__) if _same_file(f.filename, path)]
+        if own:
+            text += f" (at {Path(own[-1].filename).name}:{own[-1].lineno})"
+    return text
+
+
+def _source_file(code: Any) -> str | None:
+    if code is None:
+        return None
+    try:
+        return inspect.getsourcefile(code) or inspect.getfile(code)
+    except (TypeError, OSError):  # a builtin, or a class whose module is gone
+        return None
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
+
+
 _VARIANTS: dict[str, Variant] = {}
-# While a plugin module is being imported, its registrations are collected here instead (the loader
-# decides under which name they count, so a file loaded twice, or by path and by entry point, is no clash).
-_collecting: list[dict[str, Variant]] = []
+# Non-empty while a plugin module is being imported: its registrations are then only declared, and the
+# loader decides under which name they count (a file loaded twice, or by path and by entry point, is no clash).
+_collecting: list[str] = []
+# Every decorated builder's declaration, by the builder's identity: a module is imported once, so the
+# second entry point (or FILE.py:NAME) that names a builder in it finds its knobs here, not by re-import.
+# Each Variant holds its builder, so an id here is never reused by another object.
+_declared: dict[int, Variant] = {}
 
 
 def register_variant(
@@ -149,9 +193,8 @@ def register_variant(
             fixed=dict(fixed or {}), train_defaults=dict(train_defaults or {}),
             source=BUILT_IN if builder.__module__.startswith("bench.") else f"module {builder.__module__}",
         )
-        if _collecting:
-            _collecting[-1][name] = variant
-        else:
+        _declared[id(builder)] = variant
+        if not _collecting:
             add_variant(variant)
         return builder
 
@@ -171,6 +214,12 @@ def add_variant(variant: Variant) -> None:
     if existing is not None:
         raise ValueError(f"a variant named {variant.name!r} is already registered")
     _VARIANTS[variant.name] = variant
+
+
+def declaration(builder: Any) -> Variant | None:
+    """What ``register_variant`` declared for ``builder``, wherever and whenever it was imported."""
+    found = _declared.get(id(builder))
+    return found if found is not None and found.builder is builder else None
 
 
 def registered(name: str) -> Variant | None:

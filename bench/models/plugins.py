@@ -27,7 +27,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._registry import BUILT_IN, InputShape, Knob, Variant, VariantError, _collecting, add_variant, registered
+from ._registry import (
+    BUILT_IN, InputShape, Knob, Variant, VariantError, _collecting, add_variant, declaration, describe_exception,
+    registered,
+)
 
 GROUP = "bench.variants"
 _lock = threading.Lock()
@@ -110,12 +113,12 @@ def _from_spec(spec: str) -> Variant:
     found = registered(spec)
     if found is not None:
         return found
-    with _collect() as collected:
+    with _collect(spec):
         try:
             module = importlib.import_module(target)
         except Exception as exc:
-            raise VariantError(f"variant {spec!r}: importing module {target!r} failed: {type(exc).__name__}: {exc}") from None
-    variant = _variant(spec, module, attr, collected, f"module {target}{_distribution_of(target)}", origin=spec)
+            raise VariantError(f"variant {spec!r}: importing module {target!r} failed: {describe_exception(exc)}") from None
+    variant = _variant(spec, module, attr, f"module {target}{_distribution_of(target)}", origin=spec)
     add_variant(variant)
     return variant
 
@@ -131,7 +134,7 @@ def _from_file(spec: str, path: Path, attr: str) -> Variant:
     content = path.read_bytes()
     digest = hashlib.sha256(content).hexdigest()[:16]
     name = f"bench_plugin_{path.stem}_{digest}"
-    with _collect() as collected:
+    with _collect(spec):
         try:
             module_spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(module_spec)
@@ -139,8 +142,8 @@ def _from_file(spec: str, path: Path, attr: str) -> Variant:
             module_spec.loader.exec_module(module)
         except Exception as exc:
             sys.modules.pop(name, None)
-            raise VariantError(f"variant {spec!r}: importing {path} failed: {type(exc).__name__}: {exc}") from None
-    variant = _variant(key, module, attr, collected, f"file {path} sha256:{digest}", origin=str(path))
+            raise VariantError(f"variant {spec!r}: importing {path} failed: {describe_exception(exc, path)}") from None
+    variant = _variant(key, module, attr, f"file {path} sha256:{digest}", origin=str(path))
     _files[key] = (stamp, variant)
     return variant
 
@@ -154,28 +157,27 @@ def _from_entry_point(ep: importlib.metadata.EntryPoint) -> Variant:
         raise VariantError(f"variant {ep.name!r} of {dist} (entry point {ep.value}) clashes with the built-in "
                            f"{ep.name!r} ({found.description}; {found.origin}); the built-in is used")
     module_name, _, attr = ep.value.partition(":")
-    with _collect() as collected:
+    with _collect(ep.name):
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
             raise VariantError(f"variant {ep.name!r} of {dist}: importing {module_name!r} failed: "
-                               f"{type(exc).__name__}: {exc}") from None
-    variant = _variant(ep.name, module, attr, collected, f"{dist} (entry point {ep.value})", origin=dist)
+                               f"{describe_exception(exc)}") from None
+    variant = _variant(ep.name, module, attr, f"{dist} (entry point {ep.value})", origin=dist)
     add_variant(variant)
     return variant
 
 
 @contextlib.contextmanager
-def _collect() -> Iterator[dict[str, Variant]]:
-    collected: dict[str, Variant] = {}
-    _collecting.append(collected)
+def _collect(what: str) -> Iterator[None]:
+    _collecting.append(what)
     try:
-        yield collected
+        yield
     finally:
         _collecting.pop()
 
 
-def _variant(name: str, module: Any, attr: str, collected: dict[str, Variant], source: str, origin: str) -> Variant:
+def _variant(name: str, module: Any, attr: str, source: str, origin: str) -> Variant:
     """The variant ``module.attr`` defines, under ``name``: a registered builder's declaration, or one
     inferred from a plain callable's signature."""
     try:
@@ -183,7 +185,7 @@ def _variant(name: str, module: Any, attr: str, collected: dict[str, Variant], s
     except AttributeError:
         names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         raise VariantError(f"variant {name!r} ({source}): it has no {attr!r}; it defines {', '.join(names) or 'nothing callable'}") from None
-    declared = next((v for v in collected.values() if v.builder is obj), None)
+    declared = declaration(obj)
     if isinstance(obj, Variant):
         declared = obj
     if declared is not None:
@@ -220,8 +222,9 @@ _checked: dict[tuple, None] = {}
 
 
 def check_builds(variant: Variant, shape: InputShape, knobs: dict[str, Any]) -> None:
-    """Build ``variant`` once for ``shape`` and run one dummy batch: a model that is not an
-    ``nn.Module`` or whose output is not (batch, classes) is refused before any training."""
+    """Build ``variant`` once for ``shape`` and run one dummy batch: a builder or forward that raises,
+    a model that is not an ``nn.Module`` or whose output is not (batch, classes) is refused, as a
+    ``VariantError`` naming the variant's source, before any data is loaded or any run created."""
     key = (variant.name, variant.source, shape, tuple(sorted((k, repr(v)) for k, v in knobs.items())))
     if key in _checked:
         return
@@ -233,7 +236,8 @@ def check_builds(variant: Variant, shape: InputShape, knobs: dict[str, Any]) -> 
             out = model.eval()(torch.zeros(2, shape.channels, shape.size, shape.size))
     except Exception as exc:
         raise VariantError(f"variant {variant.name!r} ({variant.source}) fails on a batch of 2 images of shape "
-                           f"{shape.channels}x{shape.size}x{shape.size}: {type(exc).__name__}: {exc}") from None
+                           f"{shape.channels}x{shape.size}x{shape.size}: "
+                           f"{describe_exception(exc, variant.builder)}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, shape.num_classes):
         found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise VariantError(f"variant {variant.name!r} ({variant.source}) returns {found} for a batch of 2 images; "

@@ -23,12 +23,13 @@ from .. import tracking  # noqa: E402
 from ..suites.spec import Suite  # noqa: E402
 from ..suites.summary import published_columns  # noqa: E402
 from ..verdicts import curve_metric  # noqa: E402
-from ..verdicts.kinds import BETTER, EQUIVALENT, UNDECIDED, UNJUDGED, WORSE  # noqa: E402
+from ..verdicts.kinds import BETTER, EQUIVALENT, IDENTICAL, UNDECIDED, UNJUDGED, WORSE  # noqa: E402
 
 CHART_DPI = 110
 SOURCE_MARKERS = ("D", "^", "s", "v", "P")  # one per source, black, drawn on the bars
 _STATE_COLORS = {"COMPLETE": "#4c72b0", "PRUNED": "#c44e52", "FAIL": "#999999", "RUNNING": "#55a868"}
-VERDICT_COLORS = {BETTER: "#2a9d3c", WORSE: "#c0392b", EQUIVALENT: "#2c6fbb", UNDECIDED: "#7f7f7f", UNJUDGED: "#c8c8c8"}
+VERDICT_COLORS = {BETTER: "#2a9d3c", WORSE: "#c0392b", EQUIVALENT: "#2c6fbb", IDENTICAL: "#2c6fbb", UNDECIDED: "#7f7f7f",
+                  UNJUDGED: "#c8c8c8"}
 
 
 def accuracy_chart(finished: pd.DataFrame, summary: pd.DataFrame, suite: Suite | None, path: Path) -> Path:
@@ -135,7 +136,7 @@ def verdicts_chart(summary: pd.DataFrame, margin: float, path: Path, *, baseline
     """A forest plot of the verdicts: each row's val-accuracy difference from the baseline, in points,
     with its 95 % interval, the ±margin band shaded, coloured by verdict; where a source published
     both the row and the baseline, its difference is marked."""
-    rows = summary[summary["verdict"] != "baseline"].reset_index(drop=True)
+    rows = summary[summary["verdict_kind"] != "baseline"].reset_index(drop=True)
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(9.5, 0.5 * max(len(rows), 1) + 2.0))
     ax.axvspan(-margin * 100, margin * 100, color="#2c6fbb", alpha=0.12, label=f"±{margin * 100:g} pt: no difference that matters")
@@ -148,7 +149,7 @@ def verdicts_chart(summary: pd.DataFrame, margin: float, path: Path, *, baseline
             ax.plot([r["baseline_ci_low"] * 100, r["baseline_ci_high"] * 100], [yi, yi], color=color, linewidth=2.2)
         if not _missing(r["baseline_diff"]):
             ax.plot(r["baseline_diff"] * 100, yi, "o", color=color, markersize=7)
-    base = summary[summary["verdict"] == "baseline"]
+    base = summary[summary["verdict_kind"] == "baseline"]
     for k, source in enumerate(dict.fromkeys(s for s, m in published_columns(summary) if m == "val_acc")):
         column = f"{source}.val_acc"
         if base.empty or _missing(base[column].iloc[0]):

@@ -8,13 +8,14 @@ from pathlib import Path
 import pandas as pd
 
 from .. import tracking
-from ..suites.diff import Side
+from ..suites.diff import Side, method_text
 from ..suites.summary import percent, points
 from . import charts
 from .pages import Report, RunLinks, data_uri, environment, render
 
 
-def build(table: pd.DataFrame, a: Side, b: Side, out: Path, ui_url: str, failing: list[str]) -> Report:
+def build(table: pd.DataFrame, a: Side, b: Side, out: Path, ui_url: str, failing: list[str],
+          differences: list[str] | None = None) -> Report:
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "diff.csv", index=False)
     chart = charts.verdicts_chart(
@@ -26,6 +27,7 @@ def build(table: pd.DataFrame, a: Side, b: Side, out: Path, ui_url: str, failing
         "label": r["label"], "a": percent(r["a_mean"], r["a_std"]), "b": percent(r["b_mean"], r["b_std"]),
         "diff": points(r.get("diff"), r.get("ci_low"), r.get("ci_high")), "verdict": r["verdict"],
         "kind": str(r.get("kind", "")).replace(" ", "-"), "n": f"{r['n_a']} / {r['n_b']}",
+        "test": r.get("test") if isinstance(r.get("test"), str) else "",
         "speed": "" if pd.isna(r.get("time_verdict")) else f"{r['time_ratio']:.2f}x, {r['time_verdict']}",
     } for _, r in table.iterrows()]
     page = render(
@@ -35,6 +37,7 @@ def build(table: pd.DataFrame, a: Side, b: Side, out: Path, ui_url: str, failing
                {"name": "B", "title": b.title, "url": RunLinks(ui_url, run_b.info.experiment_id)(b.parent_run_id),
                 "runs": len(b.runs)}],
         rows=rows, image=data_uri(chart), margin_pt=f"{table.attrs['margin'] * 100:g}", failing=failing,
+        differences=differences or [], method=method_text(table),
         seconds="time_verdict" in table, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         definition_name="", definition="", environment=environment(run_b.data.tags),
     )

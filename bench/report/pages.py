@@ -17,9 +17,22 @@ from .. import __version__, tracking
 
 DEFAULT_UI = "http://127.0.0.1:5000"
 
+
+def _masked(value: Any) -> Any:
+    """Every value a template prints, credentials masked (Jinja2's ``finalize``), whatever the page.
+
+    Markup (``__html__``: a macro's output) is passed as it is: it was made of values masked here; so
+    is an embedded image (``data_uri``), whose base64 could only be damaged by a pattern, never read.
+    """
+    if hasattr(value, "__html__") or (isinstance(value, str) and value.startswith("data:image/png;base64,")):
+        return value
+    return tracking.redact(value)
+
+
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("bench.report", "templates"),
     autoescape=True,  # every value is text, whatever a run's name or tag holds
+    finalize=_masked,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
@@ -27,7 +40,7 @@ _TEMPLATES = jinja2.Environment(
 
 
 class ReportError(ValueError):
-    """Nothing to report: unknown name or run id, or no finished runs."""
+    """Nothing to report (unknown name or run id, no finished runs), or nowhere safe to link to."""
 
 
 @dataclasses.dataclass
@@ -58,10 +71,16 @@ def safe_link(url: Any) -> str | None:
     return text if re.match(r"^https?://", text, re.I) else None
 
 
+_UI_URL = re.compile(r"^https?://[^\s/?#]+\S*$", re.I)
+
+
 class RunLinks:
-    """Addresses of runs in the MLflow UI."""
+    """Addresses of runs and models in the MLflow UI at ``ui_url``, which must be http(s)."""
 
     def __init__(self, ui_url: str, experiment_id: str) -> None:
+        if not _UI_URL.match(ui_url):  # a javascript: or data: address would run code from every link
+            raise ReportError(f"MLflow UI address {ui_url!r} is not accepted for run links; accepted: an http:// "
+                              f"or https:// address, e.g. {DEFAULT_UI}")
         self.ui_url, self.experiment_id = ui_url, experiment_id
 
     def __call__(self, run_id: str) -> str:

@@ -52,7 +52,10 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
     states = trials["state"].value_counts().to_dict()
     tags = parent.data.tags
     confirmation = _confirmation(read(CONFIRMATION) if CONFIRMATION in artifacts else None, link)
-    run_ids = set(children["run_id"]) | confirmation.get("run_ids", set())
+    run_ids = set(children["run_id"]) | set(confirmation.get("labels", {}))
+    registered = _registered(name, run_ids, link)
+    if registered and confirmation:
+        registered["label"] = confirmation["labels"].get(registered["run_id"], "")
     page = render(
         "study.html.j2", out / "index.html",
         name=name,
@@ -63,7 +66,7 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
         parent_url=link(parent_id),
         metric=metric,
         best=_best(best, metric),
-        registered=_registered(name, run_ids, link),
+        registered=registered,
         confirmation=confirmation,
         images=[(data_uri(p), p.stem) for p in images],
         importances=", ".join(f"{k}: {v:.3f}" for k, v in importances.items()),
@@ -119,8 +122,13 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks) -> dict[str, An
         "rows": rows, "seeds": record["seeds"], "baseline": record["baseline"], "winner": winner,
         "winner_verdict": summary.loc[winner, "verdict"] if winner in summary.index else "",
         "beats_baseline": record.get("beats_baseline", False), "margin_pt": f"{margin * 100:g}",
+        # Confirmations from before the fresh split recorded none: they measured on the trials' split.
+        "split_seed": record.get("split_seed"), "trials_split_seed": record.get("trials_split_seed"),
+        "champion_note": record.get("champion_note", ""),
         "test": f"{test['mean']:.4f} ± {test['std']:.4f} over {test['n']} runs" if test.get("n") else "not measured",
-        "parent_url": link(confirm_id), "parent_id": confirm_id, "run_ids": set(children["run_id"]),
+        "test_label": test.get("label", winner), "test_is_winner": test.get("label", winner) == winner,
+        "parent_url": link(confirm_id), "parent_id": confirm_id,
+        "labels": dict(zip(children["run_id"], children[f"tags.{tracking.TAG_LABEL}"])) if len(children) else {},
         "method_note": method_note(int(summary["baseline_p_holm"].notna().sum()), margin),
     }
 

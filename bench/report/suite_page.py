@@ -9,9 +9,10 @@ from typing import Any
 import pandas as pd
 
 from .. import tracking
-from ..suites.run import TAG_AUTO_STOP
-from ..suites.spec import TAG_LOOKS, TAG_MARGIN, TAG_ROWS, Suite, SuiteError, parse_suite
-from ..suites.summary import baseline_cell, published_columns, summarize
+from ..suites.parent import looks_of, planned_of
+from ..suites.rounds import TAG_AUTO_STOP, TAG_LOOKS_TAKEN
+from ..suites.spec import TAG_MARGIN, TAG_ROWS, Suite, SuiteError, parse_suite
+from ..suites.summary import FINISHED, baseline_cell, failure_counts, pair_outcomes, published_columns, seeds_cell, summarize
 from ..verdicts import DEFAULT_MARGIN, method_note
 from ..verdicts.sources import declared
 from . import charts
@@ -24,10 +25,11 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
     suite = _parse_definition(definition_name, definition_text)
     tags = parent.data.tags
     margin = float(tags.get(TAG_MARGIN) or (suite.margin if suite else DEFAULT_MARGIN))
-    looks = int(tags.get(TAG_LOOKS) or 1)
-    summary = summarize(children, suite, margin=margin, looks=looks)
-    finished = children[children["status"] == "FINISHED"]
-    images = {
+    looks = looks_of(tags)
+    outcomes = pair_outcomes(children)
+    summary = summarize(outcomes, suite, margin=margin, looks=looks, planned=planned_of(tags))
+    finished = outcomes[outcomes["pair_state"] == FINISHED]  # the measurements; the others are listed as failures
+    images = {} if finished.empty else {
         "accuracy": charts.accuracy_chart(finished, summary, suite, out / "accuracy.png"),
         "curves": charts.curves_chart(_histories(finished), summary, suite, out / "curves.png"),
     }
@@ -40,7 +42,10 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
         "suite.html.j2", out / "index.html",
         **_context(parent, name, summary, finished, suite, children, images, ui_url),
         method_note=method_note(int(summary["baseline_p_holm"].notna().sum()), margin, looks),
-        margin_pt=f"{margin * 100:g}", looks=looks, auto_stop=tags.get(TAG_AUTO_STOP, ""),
+        margin_pt=f"{margin * 100:g}", looks=looks, looks_taken=tags.get(TAG_LOOKS_TAKEN, ""),
+        auto_stop=tags.get(TAG_AUTO_STOP, ""),
+        failures=[{"row": r["label"], "counts": failure_counts(r), "why": r["failures"]}
+                  for _, r in summary.iterrows() if r["failures"]],
         definition_name=definition_name, definition=definition_text,
     )
     return Report(out, [*images.values(), out / "summary.csv", page], summary, parent_id)
@@ -82,7 +87,7 @@ def _context(parent, name: str, summary: pd.DataFrame, finished: pd.DataFrame, s
         ui_url=ui_url,
         environment=environment(
             tags,
-            device=finished.iloc[0].get("tags.device", ""),
+            device=finished.iloc[0].get("tags.device", "") if len(finished) else "",
             machines=" | ".join(machines),
             data="; ".join(data_sources),
             **{"tracking store": tracking.redact(tracking.tracking_uri())},
@@ -91,13 +96,14 @@ def _context(parent, name: str, summary: pd.DataFrame, finished: pd.DataFrame, s
 
 
 def _row(r: pd.Series, link: RunLinks) -> dict[str, Any]:
-    cells = [(str(r["label"]), ""), (str(r["variant"]), ""), (str(int(r["n_seeds"])), "")]
+    cells = [(str(r["label"]), ""), (str(r["variant"]), ""), (seeds_cell(r), "")]
     train = "train_acc_eval" if not pd.isna(r["train_acc_eval_mean"]) else "train_acc"  # runs from before bench measured it
     cells += [(mean_std(r[f"{m}_mean"], r[f"{m}_std"]), "") for m in (train, "val_acc", "test_acc")]
     kind = str(r.get("verdict_kind") or "").replace(" ", "-")
     cells += [(baseline_cell(r), ""), (str(r["verdict"]), f"verdict {kind}".strip())]
-    cells += [(f"{int(r['num_parameters']):,}", ""), (str(int(r["epochs"])), ""), (f"{r['s_per_epoch']:.2f}", ""),
-              (number(r["train_gflops"], ".1f"), ""), (number(r["gemm_fraction"] * 100, ".1f"), "")]
+    cells += [(number(r["num_parameters"], ",.0f"), ""), (number(r["epochs"], ".0f"), ""),
+              (number(r["s_per_epoch"], ".2f"), ""), (number(r["train_gflops"], ".1f"), ""),
+              (number(r["gemm_fraction"] * 100, ".1f"), "")]
     return {"cells": cells, "runs": [(run_id, link(run_id)) for run_id in str(r["run_ids"]).split()]}
 
 
@@ -184,7 +190,7 @@ def _rows_not_run(suite: Suite | None, summary: pd.DataFrame, children: pd.DataF
     out = []
     for row in suite.rows:
         if row.label in set(summary["label"]):
-            continue
+            continue  # in the plan: listed in the summary, failures and all
         runs = children[children[f"tags.{tracking.TAG_LABEL}"] == row.label] if not children.empty else children
         if chosen and row.label not in chosen:
             why = f"left out of this run (it ran only --rows {','.join(chosen)})"

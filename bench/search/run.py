@@ -25,7 +25,7 @@ from .. import tracking
 from ..data import DataSplits
 from ..train import load_data
 from ..workqueue import STORAGE_ENV, open_storage, storage as queue_storage, trials
-from .confirm import run_confirmation
+from .confirm import run_confirmation, say
 from .objective import Objective
 from .spec import SearchError, StudySpec, with_confirmation
 
@@ -103,12 +103,14 @@ def run_search(
     register_best: bool = True,
     confirm: bool | None = None,
     confirm_seeds: int | None = None,
+    retest: bool = False,
     progress: bool | None = False,
     echo: Callable[[str], None] = print,
 ) -> SearchOutcome:
     """Create or resume the study, run trials in ``workers`` processes until ``n_trials`` count, summarise,
     then (``confirm``: default, whether the file has a [confirm] table) train its top configs and the
-    baseline over fresh seeds and register the confirmed winner as the champion."""
+    baseline over fresh seeds on a fresh split, and register the confirmed winner as the champion when
+    it holds against the baseline. Test is measured once per study; ``retest`` measures it again."""
     confirm = spec.confirm is not None if confirm is None else confirm
     if confirm:
         spec = with_confirmation(spec)
@@ -117,11 +119,11 @@ def run_search(
     handle = StudyHandle(spec, storage)
     stale = queue_storage.fail_dead_local_trials(handle.study)
     if stale:
-        echo(f"trials {stale} were left RUNNING by a dead worker: marked FAILED (they will be retried)")
+        say(echo, f"trials {stale} were left RUNNING by a dead worker: marked FAILED (they will be retried)")
     parent_id = _parent_run(handle.study, spec, experiment, storage)
     tracking.adopt_launcher(parent_id, f"{spec.name} [study]")
-    echo(f"study {spec.name}: {trials.counted(handle.study)} of {total} trials already counted; "
-         f"storage {tracking.redact(storage)}")
+    say(echo, f"study {spec.name}: {trials.counted(handle.study)} of {total} trials already counted; "
+              f"storage {tracking.redact(storage)}")
     with tracking.tracked_run(run_id=parent_id, tags={tracking.TAG_KIND: "study", tracking.TAG_STUDY: spec.name}):
         if workers <= 1:
             run_worker(spec, storage, total, parent_id, threads=threads, progress=progress, echo=echo)
@@ -135,11 +137,12 @@ def run_search(
     if confirm and outcome.best_trial is not None:
         outcome.confirmation = run_confirmation(
             spec, handle.study, parent_id, storage, seeds=confirm_seeds, workers=workers, threads=threads,
-            register=register_best, claim=lambda key: _first_to_register(handle.study, storage, key), echo=echo,
+            register=register_best, retest=retest, claim=lambda key: _first_to_register(handle.study, storage, key),
+            echo=echo,
         )
     elif register_best:
-        echo("no champion registered: the winner of one seed per trial is not confirmed (add a [confirm] table "
-             "or --confirm to train the top configs again over fresh seeds)")
+        say(echo, "no champion registered: the winner of one seed per trial is not confirmed (add a [confirm] "
+                  "table or --confirm to train the top configs again over fresh seeds)")
     return outcome
 
 
@@ -158,14 +161,15 @@ def _drain(spec: StudySpec, storage: str, total: int, parent_id: str, threads: i
         if not running:
             return
         if not told:
-            echo(f"waiting for trial(s) {[t.number for t in running]} to end on other workers")
+            say(echo, f"waiting for trial(s) {[t.number for t in running]} to end on other workers")
             told = True
         time.sleep(POLL_S)
 
 
 def _first_to_register(study: optuna.Study, storage: str, key: str) -> bool:
-    """Whether this process registers the champion ``key`` names: the first of the study's top-level
-    processes (one per machine) to ask, so the registry gets one version, not one per machine."""
+    """Whether this process measures test and registers the champion for the confirmation ``key``
+    names: the first of the study's top-level processes (one per machine) to ask, so that test is
+    measured once and the registry gets one version, not one per machine."""
     with queue_storage.slot_lock(storage):
         if study.user_attrs.get(REGISTERED_ATTR) == key:
             return False
@@ -228,7 +232,7 @@ def _run_worker_processes(spec, storage, total, parent_id, workers, threads, ech
     codes = [p.wait() for p in procs]
     for index, code in enumerate(codes):
         if code != 0:
-            echo(f"worker {index} exited with status {code}; its unfinished trial is FAILed and retried")
+            say(echo, f"worker {index} exited with status {code}; its unfinished trial is FAILed and retried")
 
 
 def load_study_data(spec: StudySpec) -> DataSplits:

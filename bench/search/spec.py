@@ -22,6 +22,7 @@ PRUNERS = ("median", "hyperband", "none")
 METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
 TRAINING_SPACE = ("lr", "weight_decay")  # training settings a study may search; the rest are the variant's knobs
 GENERIC_KNOBS = ("width", "depth", "dropout")
+SPLIT_KEYS = ("split_seed", "val_fraction", "val_from_test")  # which images are val: one choice for every config
 
 
 class SearchError(SpecError):
@@ -63,7 +64,8 @@ class Bounds:
 
 @dataclasses.dataclass(frozen=True)
 class ConfirmTable:
-    """[confirm]: after the search, its best configs and a baseline trained again over fresh seeds."""
+    """[confirm]: after the search, its best configs and a baseline trained again over fresh seeds, on
+    a fresh split (val images the trials were not selected on)."""
 
     top: int = 3  # distinct configs to re-run
     seeds: int = 3  # fresh seeds, never the trials' own
@@ -130,6 +132,17 @@ class StudySpec:
     @property
     def direction(self) -> str:
         return METRICS[self.metric]
+
+    @property
+    def split_seed(self) -> int:
+        """The hold-out the trials are selected on: which train images are val."""
+        return int(self.training.get("split_seed", TrainConfig.split_seed))
+
+    @property
+    def confirmation_split_seed(self) -> int:
+        """The confirmation's hold-out: another draw of val, so that the configs are not confirmed on
+        the images they were selected on (derived, so every machine and every re-run agrees)."""
+        return self.split_seed + 1
 
     def config(self, params: Mapping[str, Any]) -> TrainConfig:
         """The trial's resolved config: fixed training settings plus the sampled ``params``."""
@@ -223,6 +236,11 @@ def _confirm(raw: Any, head: Head, where) -> Confirm:
     if table.margin is not None and not 0 < table.margin < 1:
         raise SearchError(f"{where.line(['confirm', 'margin'])}: margin is a fraction of accuracy in (0, 1), got {table.margin!r}")
     baseline = check_table(table.baseline or {}, BaselineTable, where, ["confirm", "baseline"], "[confirm] baseline")
+    for key in SPLIT_KEYS:
+        if key in baseline:
+            raise SearchError(f"{where.line(['confirm', 'baseline', key])}: {key} cannot be set for the baseline: "
+                              "it is judged on the candidates' val images (the confirmation's split), or the "
+                              "comparison would be of two data sets")
     variant = plugins.canonical(baseline.pop("variant", head.variant), where.path.parent)
     try:
         get_variant(variant)

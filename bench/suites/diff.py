@@ -1,10 +1,18 @@
 """``bench diff A B``: two runs of one suite compared row by row with the suite's own statistics.
 
 A and B are parent runs (ids, or a suite name with an optional ``:profile`` and ``~N`` for the
-N-th latest before the newest): before and after a code change, or two machines. Each row present
-in both is judged B against A: better / worse / equivalent within the margin / undecided (Welch,
-TOST, Holm over the rows), for val accuracy and, optionally, seconds per epoch (on a log scale, so
-the margin is a ratio). What a CI gate needs: whether any row got significantly worse.
+N-th latest before the newest): before and after a code change, or two machines. What a CI gate
+needs, per row of A's plan:
+
+- a row of A that is missing from B, or whose runs failed, diverged or did not finish in B (and
+  not in A), is **broken**: a regression, named, whatever the statistics say;
+- A and B must be runs of the same plan (profile, data, every training setting of each row, and
+  seeds): otherwise the comparison is refused, naming what differs, unless the caller accepts it
+  (``allow_other_plans``), and then it says so;
+- rows that ran the same seeds on both sides are compared seed by seed (paired t-test and paired
+  TOST: the shared seed, which fixes init and batch order, cancels out); identical per-seed values
+  are **identical**; other rows get Welch's tests. All rows form one Holm-Shaffer family at alpha;
+- optionally seconds per epoch, the same tests on a log scale (the margin is a ratio).
 """
 
 from __future__ import annotations
@@ -18,15 +26,21 @@ import numpy as np
 import pandas as pd
 
 from .. import tracking
-from ..verdicts import ALPHA, BETTER, DEFAULT_MARGIN, EQUIVALENT, UNDECIDED, UNJUDGED, WORSE, compare
+from ..checkpoint import NOT_IDENTITY
+from ..verdicts import (
+    ALPHA, BETTER, DEFAULT_MARGIN, EQUIVALENT, IDENTICAL, UNDECIDED, UNJUDGED, WORSE, compare,
+)
+from .parent import planned_of
 from .spec import TAG_MARGIN, Suite, SuiteError, parse_suite
-from .summary import WIDTH, percent, points
+from .summary import DIVERGED, FAILED, FINISHED, WIDTH, _grouped, fit, pair_outcomes, percent, points
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 TARGET = re.compile(r"^(?P<name>[^:~]+)(:(?P<profile>[^~]+))?(~(?P<back>\d+))?$")
 FASTER, SLOWER = "faster", "slower"
-BROKEN = "broken"  # a row whose runs diverged in B and not in A: not a statistical verdict, a regression
+BROKEN = "broken"  # missing, failed, diverged or unfinished in B and not in A: a regression, not a statistic
 DEFAULT_TIME_MARGIN = 0.05  # seconds per epoch within ±5 % count as the same speed
+# Params that do not change a number: where and how fast a run ran, and the seed (compared on its own).
+NOT_PLAN = (*NOT_IDENTITY, "seed")
 
 
 @dataclasses.dataclass
@@ -34,27 +48,65 @@ class Side:
     parent_run_id: str
     name: str  # the suite's name
     profile: str
-    runs: pd.DataFrame  # FINISHED children
+    pairs: pd.DataFrame  # one row per planned (label, seed) that has a run: ``summary.pair_outcomes``
+    planned: dict[str, list[int]]  # each row's planned seeds
     suite: Suite | None  # as logged with the parent
     margin: float  # the margin the suite was judged with
+    dataset: str = ""
 
     @property
     def title(self) -> str:
         return f"{self.name} [{self.profile}] {self.parent_run_id[:8]}"
 
-    def values(self, label: str, metric: str) -> list[float]:
-        runs = self.runs[self.runs[f"tags.{tracking.TAG_LABEL}"] == label]
+    @property
+    def runs(self) -> pd.DataFrame:
+        """The measured runs (FINISHED, not diverged)."""
+        return self.pairs[self.pairs["pair_state"] == FINISHED]
+
+    def of(self, label: str) -> pd.DataFrame:
+        return self.pairs[self.pairs[f"tags.{tracking.TAG_LABEL}"] == label]
+
+    def values(self, label: str, metric: str) -> pd.Series:
+        """Per planned seed of the row: the run's ``metric``, NaN for a run that is not a measurement."""
+        runs = self.of(label)
+        measured = runs[runs["pair_state"] == FINISHED]
         column = f"metrics.{metric}"
-        values = runs[column].astype(float) if column in runs else pd.Series(np.nan, index=runs.index)
-        if f"tags.{tracking.TAG_DIVERGED}" in runs:  # a diverged run is not a measurement of the variant
-            values = values.where(runs[f"tags.{tracking.TAG_DIVERGED}"].isna(), np.nan)
-        return values.tolist()
+        found = dict(zip(measured["seed"], measured[column].astype(float))) if column in measured else {}
+        return pd.Series({seed: found.get(seed, math.nan) for seed in self.planned.get(label, [])}, dtype=float)
+
+    def broken(self, label: str) -> str:
+        """``2 of 3 runs failed (seed 1: ...)``, or "" when every planned run is a measurement."""
+        runs = self.of(label)
+        states = dict(zip(runs["seed"], runs["pair_state"]))
+        reasons = dict(zip(runs["seed"], runs["pair_reason"]))
+        bad = [(seed, states.get(seed, "not started"), reasons.get(seed, "no run")) for seed in self.planned[label]
+               if states.get(seed) != FINISHED]
+        if not bad:
+            return ""
+        counts = {}
+        for _, state, _ in bad:
+            word = {FAILED: "failed", DIVERGED: "diverged"}.get(state, "did not finish")
+            counts[word] = counts.get(word, 0) + 1
+        head = ", ".join(f"{n} {word}" for word, n in counts.items())
+        return f"{head} of {len(self.planned[label])} runs ({_grouped(bad)})"
+
+    def settings(self, label: str) -> dict[str, str]:
+        """What the row's runs were trained under: their params, less what does not change a number."""
+        runs = self.of(label)
+        params = [c for c in runs.columns if c.startswith("params.") and c.removeprefix("params.") not in NOT_PLAN]
+        for _, run in runs.iterrows():
+            if isinstance(run.get("params.variant"), str):
+                found = {c.removeprefix("params."): run[c] for c in params if isinstance(run[c], str)}
+                source = run.get(f"tags.{tracking.TAG_DATA_SOURCE}")
+                if isinstance(source, str):
+                    found["data source"] = source
+                return found
+        return {}
 
     @property
     def labels(self) -> list[str]:
-        found = list(dict.fromkeys(self.runs[f"tags.{tracking.TAG_LABEL}"])) if not self.runs.empty else []
-        order = [r.label for r in self.suite.rows] if self.suite else sorted(found)
-        return [label for label in order if label in found]
+        order = [r.label for r in self.suite.rows] if self.suite else sorted(self.planned)
+        return [label for label in order if label in self.planned] + sorted(set(self.planned) - set(order))
 
 
 def resolve(target: str) -> Side:
@@ -63,7 +115,8 @@ def resolve(target: str) -> Side:
         try:
             run = tracking.get_run(target)
         except Exception as exc:
-            raise SuiteError(f"no run with id {target!r} in {tracking.tracking_uri()}: {exc}") from None
+            raise SuiteError(f"no run with id {target!r} in {tracking.tracking_uri()}: {tracking.redact(str(exc))}") \
+                from None
     else:
         match = TARGET.match(target)
         if not match:
@@ -80,12 +133,16 @@ def resolve(target: str) -> Side:
     tags = run.data.tags
     if tags.get(tracking.TAG_KIND) != "suite":
         raise SuiteError(f"run {run.info.run_id} is not a suite's parent run (bench.kind is {tags.get(tracking.TAG_KIND)!r})")
-    children = tracking.child_runs(run.info.run_id)
-    finished = children[children["status"] == "FINISHED"] if not children.empty else children
+    outcomes = pair_outcomes(tracking.child_runs(run.info.run_id))
+    label_tag = f"tags.{tracking.TAG_LABEL}"
+    planned = planned_of(tags) or {label: sorted(group["seed"]) for label, group in outcomes.groupby(label_tag)}
+    wanted = {(label, seed) for label, seeds in planned.items() for seed in seeds}
+    outcomes = outcomes[[(label, seed) in wanted for label, seed in zip(outcomes.get(label_tag, []),
+                                                                        outcomes.get("seed", []))]]
     suite = _suite_of(run.info.run_id)
     margin = float(tags.get(TAG_MARGIN) or (suite.margin if suite else DEFAULT_MARGIN))
-    return Side(run.info.run_id, tags.get(tracking.TAG_SUITE, "?"), tags.get(tracking.TAG_PROFILE, "?"), finished,
-                suite, margin)
+    return Side(run.info.run_id, tags.get(tracking.TAG_SUITE, "?"), tags.get(tracking.TAG_PROFILE, "?"), outcomes,
+                planned, suite, margin, tags.get(tracking.TAG_DATASET, ""))
 
 
 def _suite_of(parent_id: str) -> Suite | None:
@@ -98,47 +155,72 @@ def _suite_of(parent_id: str) -> Suite | None:
     return None
 
 
+def plan_differences(a: Side, b: Side) -> list[str]:
+    """What differs between the plans of A and B: profile, data set, each shared row's settings and seeds."""
+    differ = []
+    if a.profile != b.profile:
+        differ.append(f"profile: A {a.profile}, B {b.profile}")
+    if a.dataset != b.dataset:
+        differ.append(f"data set: A {a.dataset}, B {b.dataset}")
+    for label in [label for label in a.labels if label in b.planned]:
+        sa, sb = a.settings(label), b.settings(label)
+        if sa and sb:
+            for key in sorted(set(sa) | set(sb)):
+                if sa.get(key) != sb.get(key):
+                    differ.append(f"{label}: {key} A {sa.get(key, 'not set')}, B {sb.get(key, 'not set')}")
+        if a.planned[label] != b.planned[label]:
+            differ.append(f"{label}: seeds A {_seeds(a.planned[label])}, B {_seeds(b.planned[label])}")
+    return differ
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ",".join(map(str, seeds)) or "none"
+
+
 def diff(a: Side, b: Side, *, margin: float | None = None, seconds: bool = False,
          time_margin: float = DEFAULT_TIME_MARGIN, alpha: float = ALPHA) -> pd.DataFrame:
-    """One row per suite row: B against A in val accuracy (and seconds per epoch), with verdicts;
-    rows run on one side only are listed, not judged."""
+    """One row per row of A's plan (and B's new ones): B against A in val accuracy (and seconds per
+    epoch), with verdicts; a row of A missing, failed or diverged in B is ``broken``."""
     margin = a.margin if margin is None else margin
-    both = [label for label in a.labels if label in b.labels]
-    judged = {r["label"]: r for r in compare([(label, b.values(label, "val_acc"), a.values(label, "val_acc"))
-                                              for label in both], margin=margin, alpha=alpha, against="A")}
-    speed = {}
-    if seconds:  # on a log scale: a difference is a ratio; "better" is faster, so the sign is flipped
-        pairs = [(label, [-math.log(v) for v in b.values(label, "epoch_time_s")],
-                  [-math.log(v) for v in a.values(label, "epoch_time_s")]) for label in both]
-        speed = {r["label"]: r for r in compare(pairs, margin=math.log1p(time_margin), alpha=alpha, against="A")}
-    records = []
+    judgeable, records = [], {}
     for label in dict.fromkeys([*a.labels, *b.labels]):
         va, vb = a.values(label, "val_acc"), b.values(label, "val_acc")
-        record = {"label": label, "n_a": len(va), "n_b": len(vb), "a_mean": _mean(va), "a_std": _std(va),
-                  "b_mean": _mean(vb), "b_std": _std(vb)}
-        if label in judged and _diverged_only_in_b(va, vb):
-            record.update(kind=BROKEN, verdict=f"diverged in B ({sum(math.isnan(v) for v in vb)} of {len(vb)} runs), "
-                                               "not in A")
-        elif label in judged:
-            found = judged[label]
-            record.update(diff=found["diff"], ci_low=found["ci_low"], ci_high=found["ci_high"], p_holm=found["p_holm"],
-                          p_equiv_holm=found["p_equiv_holm"], kind=found["kind"], verdict=found["verdict"],
-                          seeds_needed=found["seeds_needed"])
+        record = {"label": label, "n_a": int(va.notna().sum()), "n_b": int(vb.notna().sum()),
+                  "a_mean": _mean(va), "a_std": _std(va), "b_mean": _mean(vb), "b_std": _std(vb)}
+        broken_a = a.broken(label) if label in a.planned else ""
+        broken_b = b.broken(label) if label in b.planned else ""
+        if label not in b.planned:
+            record.update(kind=BROKEN, verdict="missing in B")
+        elif label not in a.planned:
+            record.update(kind=UNJUDGED, verdict="new in B: not compared")
+        elif broken_b and not broken_a:
+            record.update(kind=BROKEN, verdict=f"B: {broken_b}")
+        elif broken_a:
+            record.update(kind=UNJUDGED, verdict=f"not compared: A {broken_a}" + (f"; B {broken_b}" if broken_b else ""))
         else:
-            record.update(kind=UNJUDGED, verdict=f"only in {'A' if label in a.labels else 'B'}: not compared")
-        if label in speed:
-            found = speed[label]
-            record.update(s_a=_mean(a.values(label, "epoch_time_s")), s_b=_mean(b.values(label, "epoch_time_s")),
-                          time_ratio=math.exp(-found["diff"]) if not math.isnan(found["diff"]) else math.nan,
-                          time_kind=_speed_kind(found["kind"]), time_verdict=_speed_text(found, time_margin))
-        records.append(record)
-    table = pd.DataFrame(records)
+            judgeable.append(label)
+        records[label] = record
+    # Seed by seed where both ran the same seeds; all rows in one family either way.
+    same_seeds = [a.planned[label] == b.planned[label] for label in judgeable]
+    judged = {r["label"]: r for r in compare(
+        [(label, b.values(label, "val_acc"), a.values(label, "val_acc")) for label in judgeable],
+        margin=margin, alpha=alpha, against="A", pair=same_seeds)}
+    for label, found in judged.items():
+        records[label].update(diff=found["diff"], ci_low=found["ci_low"], ci_high=found["ci_high"],
+                              p_holm=found["p_holm"], p_equiv_holm=found["p_equiv_holm"], kind=found["kind"],
+                              verdict=found["verdict"], seeds_needed=found["seeds_needed"], test=found["test"])
+    if seconds:  # on a log scale: a difference is a ratio; "better" is faster, so the sign is flipped
+        speed = {r["label"]: r for r in compare(
+            [(label, -np.log(b.values(label, "epoch_time_s")), -np.log(a.values(label, "epoch_time_s")))
+             for label in judgeable], margin=math.log1p(time_margin), alpha=alpha, against="A", pair=same_seeds)}
+        for label, found in speed.items():
+            records[label].update(
+                s_a=_mean(a.values(label, "epoch_time_s")), s_b=_mean(b.values(label, "epoch_time_s")),
+                time_ratio=math.exp(-found["diff"]) if not math.isnan(found["diff"]) else math.nan,
+                time_kind=_speed_kind(found["kind"]), time_verdict=_speed_text(found, time_margin))
+    table = pd.DataFrame(list(records.values()))
     table.attrs.update(margin=margin, time_margin=time_margin)
     return table
-
-
-def _diverged_only_in_b(va: list[float], vb: list[float]) -> bool:
-    return any(math.isnan(v) for v in vb) and not any(math.isnan(v) for v in va)
 
 
 def _speed_kind(kind: str) -> str:
@@ -155,7 +237,8 @@ def _speed_text(found: dict, time_margin: float) -> str:
 
 
 def failures(table: pd.DataFrame, fail_on: str) -> list[str]:
-    """Rows that fail the gate: significantly worse (``worse``), slower (``slower``), either (``any``)."""
+    """Rows that fail the gate: broken in B or significantly worse (``worse``), slower (``slower``),
+    either (``any``)."""
     bad = []
     for _, r in table.iterrows():
         if fail_on in ("worse", "any") and r.get("kind") == WORSE:
@@ -167,35 +250,59 @@ def failures(table: pd.DataFrame, fail_on: str) -> list[str]:
     return bad
 
 
-def format_diff(table: pd.DataFrame, a: Side, b: Side) -> str:
+def format_diff(table: pd.DataFrame, a: Side, b: Side, differences: list[str] | None = None) -> str:
     """The comparison as text no wider than ``WIDTH``."""
-    shown = pd.DataFrame({
-        "row": table["label"].map(lambda s: s if len(s) <= 18 else s[:17] + "…"),
-        "A val %": [percent(r["a_mean"], r["a_std"]) for _, r in table.iterrows()],
-        "B val %": [percent(r["b_mean"], r["b_std"]) for _, r in table.iterrows()],
-        "B - A, pt [95% CI]": [points(r.get("diff", math.nan), r.get("ci_low", math.nan), r.get("ci_high", math.nan))
-                               for _, r in table.iterrows()],
-        "verdict": table["verdict"].map(lambda s: s if len(s) <= 36 else s[:35] + "…"),
-    })
-    lines = [f"A: {a.title} ({len(a.runs)} runs)", f"B: {b.title} ({len(b.runs)} runs)", shown.to_string(index=False)]
+    def shown(clip: int) -> str:
+        return pd.DataFrame({
+            "row": table["label"].map(lambda s: s if len(s) <= 18 else s[:17] + "…"),
+            "seeds": [f"{r['n_a']}/{r['n_b']}" for _, r in table.iterrows()],
+            "A val %": [percent(r["a_mean"], r["a_std"]) for _, r in table.iterrows()],
+            "B val %": [percent(r["b_mean"], r["b_std"]) for _, r in table.iterrows()],
+            "B - A, pt [95% CI]": [points(r.get("diff", math.nan), r.get("ci_low", math.nan),
+                                          r.get("ci_high", math.nan)) for _, r in table.iterrows()],
+            "verdict": table["verdict"].map(lambda s: s if len(s) <= clip else s[: clip - 1] + "…"),
+        }).to_string(index=False)
+
+    lines = [f"A: {a.title} ({len(a.runs)} runs)", f"B: {b.title} ({len(b.runs)} runs)"]
+    if differences:
+        lines += textwrap.wrap("Plans differ (compared because --allow-other-plans was given): "
+                               + "; ".join(differences), WIDTH, subsequent_indent="    ")
+    rendered = fit(shown, 40)
+    lines.append(rendered)
+    for _, r in table.iterrows():  # verdicts the table had to cut, in full
+        if f" {r['verdict']}" not in rendered:
+            lines += textwrap.wrap(f"{r['label']}: {r['verdict']}", WIDTH, subsequent_indent="    ")
     if "time_verdict" in table:
         speed = table.dropna(subset=["time_verdict"])
         lines += ["", pd.DataFrame({"row": speed["label"], "A s/epoch": speed["s_a"].map("{:.2f}".format),
                                     "B s/epoch": speed["s_b"].map("{:.2f}".format),
                                     "B / A": speed["time_ratio"].map("{:.2f}x".format),
                                     "speed": speed["time_verdict"]}).to_string(index=False)]
-    margin = table.attrs.get("margin", DEFAULT_MARGIN)
-    lines += [""] + textwrap.wrap(
-        f"B against A per row: Welch's t-test (better/worse) and TOST within ±{margin * 100:g} pt (equivalent), "
-        f"Holm-corrected over the {int(table['p_holm'].notna().sum()) if 'p_holm' in table else 0} rows compared at "
-        f"a family-wise {ALPHA:.0%}" + ("; seconds per epoch on a log scale, the same tests on their ratio."
-                                        if "time_verdict" in table else "."), WIDTH)
+    lines += [""] + textwrap.wrap(method_text(table), WIDTH)
     return "\n".join(lines)
 
 
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else math.nan
+def method_text(table: pd.DataFrame) -> str:
+    margin = table.attrs.get("margin", DEFAULT_MARGIN)
+    tests = set(table.get("test", pd.Series(dtype=object)).dropna()) - {""}
+    how = {"paired": "seed by seed (paired t-test, paired TOST)", "Welch": "Welch's t-test and TOST"}
+    used = " and ".join(how[t] for t in sorted(tests)) or "no test (no row had runs on both sides to compare)"
+    n = int(table["p_holm"].notna().sum()) if "p_holm" in table else 0
+    return (f"B against A per row: {used}; equivalent within ±{margin * 100:g} pt; identical when every seed "
+            f"gave the same number. The {n} row(s) tested form one Holm-Shaffer family at {ALPHA:.0%}; a row of A "
+            "missing, failed, diverged or unfinished in B is broken" + (
+                "; seconds per epoch on a log scale, the same tests on their ratio." if "time_verdict" in table
+                else "."))
 
 
-def _std(values: list[float]) -> float:
-    return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+def _mean(values: pd.Series) -> float:
+    values = pd.Series(values).dropna()
+    return float(values.mean()) if len(values) else math.nan
+
+
+def _std(values: pd.Series) -> float:
+    values = pd.Series(values).dropna()
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+__all__ = ["BROKEN", "IDENTICAL", "Side", "diff", "failures", "format_diff", "plan_differences", "resolve"]

@@ -1,23 +1,44 @@
-"""Which seeds a suite runs: the same fixed seeds for every row, or rounds of ``--seeds auto``.
+"""Which seeds a suite runs, and how many times it has looked at them.
 
-``Rounds`` is the bookkeeping both runners (serial and workers) share: the seeds of the first
-round, and after each round, judged on everything FINISHED so far, the seeds of the next one
-(only the undecided rows and the baseline grow), or why there is none.
+``Rounds`` is the bookkeeping of one parent run, recorded on it after every change so that a
+``--resume`` (on any machine) continues exactly where it stopped:
+
+- the **design**: fixed seeds (``seeds 0,1,2``: one look) or the schedule of ``--seeds auto``
+  (``auto start=3 step=2 max=9``: at most ``1 + ceil((max - start) / step)`` looks), fixed before
+  the first look; alpha is split over its planned looks;
+- the **round**: every seed each row is planned to have so far (a failed seed is never replaced);
+- the **looks taken**: a look is the suite judged on a round's finished runs, counted when it
+  tested something (one seed tests nothing) on data no earlier look saw. A judged round is final:
+  its failures stay failures, and the next round only adds seeds.
+
+A resume with another design is refused once a look has been taken (its alpha is spent); before
+that, the new design replaces the old one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
 from ..verdicts import AutoSeeds, next_round
-from .spec import Suite
+from .. import tracking
+from .spec import TAG_LOOKS, Suite, SuiteError
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+TAG_DESIGN = "bench.seeds_design"  # "seeds 0,1,2" or "auto start=3 step=2 max=9"
+
+TAG_LOOKS_TAKEN = "bench.looks_taken"  # looks taken so far (each tested something on new data)
+TAG_ROUND = "bench.round_seeds"  # JSON {row: [seeds]}: every seed each row is planned to have so far
+TAG_ROUND_JUDGED = "bench.round_judged"  # "true" once the current round's runs were judged
+TAG_JUDGED_SEEDS = "bench.judged_seeds"  # JSON {row: [seeds]}: the seeds some look judged (final: never run again)
+TAG_LOOK_DATA = "bench.look_data"  # digest of the runs the last look judged
+TAG_AUTO_STOP = "bench.seeds_auto_stop"  # why --seeds auto stopped adding seeds
 
 
 def parse_duration(text: str) -> float:
@@ -39,56 +60,145 @@ def parse_duration(text: str) -> float:
 @dataclasses.dataclass
 class Rounds:
     suite: Suite
+    profile: str
     labels: Sequence[str]  # the rows this run covers
     seeds: Sequence[int] | None = None  # fixed seeds (None: the profile's)
     auto: AutoSeeds | None = None
+    looks_taken: int = 0
+    round_seeds: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    round_judged: bool = False
+    judged_seeds: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    look_data: str = ""
     started: float = dataclasses.field(default_factory=time.monotonic)
     stop_reason: str = ""
 
+    def __post_init__(self) -> None:
+        if self.seeds is None and not self.auto:
+            self.seeds = list(self.suite.profiles[self.profile].get("seeds", self.suite.seeds))
+        if not self.round_seeds:
+            self.round_seeds = self.first()
+
     @property
     def looks(self) -> int:
+        """The most looks the design may take; every look tests at alpha / looks."""
         return self.auto.looks if self.auto else 1
 
-    def first(self, profile: str) -> dict[str, list[int]]:
+    @property
+    def design(self) -> str:
+        rows = ",".join(self.labels)
+        seeds = self.auto.schedule if self.auto else "seeds " + ",".join(map(str, self.seeds or ()))
+        return f"{seeds}; rows {rows}"
+
+    def first(self) -> dict[str, list[int]]:
         if self.auto:
             return {label: list(range(self.auto.start)) for label in self.labels}
-        seeds = list(self.seeds) if self.seeds is not None else list(
-            self.suite.profiles[profile].get("seeds", self.suite.seeds))
-        return {label: seeds for label in self.labels}
+        return {label: list(self.seeds or ()) for label in self.labels}
 
-    def every_seed(self, profile: str) -> dict[str, list[int]]:
+    def every_seed(self) -> dict[str, list[int]]:
         """Every seed any round may give a row (what a worker must be able to train)."""
         if self.auto:
             return {label: list(range(self.auto.max_seeds)) for label in self.labels}
-        return self.first(profile)
+        return self.first()
+
+    def pairs(self) -> set[tuple[str, int]]:
+        """The pairs of the rounds so far."""
+        return {(label, seed) for label, seeds in self.round_seeds.items() for seed in seeds}
+
+    def final_pairs(self) -> set[tuple[str, int]]:
+        """The pairs some look judged: whatever became of them stands (a failure is not retried)."""
+        return {(label, seed) for label, seeds in self.judged_seeds.items() for seed in seeds}
+
+    # ------------------------------------------------------------------------ on the parent run
+
+    def tags(self) -> dict[str, str]:
+        return {TAG_DESIGN: self.design, TAG_LOOKS: str(self.looks), TAG_LOOKS_TAKEN: str(self.looks_taken),
+                TAG_ROUND: json.dumps(self.round_seeds, separators=(",", ":")),
+                TAG_ROUND_JUDGED: "true" if self.round_judged else "false",
+                TAG_JUDGED_SEEDS: json.dumps(self.judged_seeds, separators=(",", ":")), TAG_LOOK_DATA: self.look_data}
+
+    def restore(self, tags: Mapping[str, str], parent_id: str) -> None:
+        """Continue the design a resumed parent recorded: its looks and its round. Raises
+        ``SuiteError`` when this command asks for another design after a look spent alpha."""
+        recorded = tags.get(TAG_DESIGN)
+        if recorded is None:
+            return  # a parent from before designs were recorded, or one never judged: start the design here
+        taken = int(tags.get(TAG_LOOKS_TAKEN) or 0)
+        if recorded != self.design:
+            if taken:
+                raise SuiteError(
+                    f"--resume: parent run {parent_id} was planned as '{recorded}' and has taken {taken} look(s) "
+                    f"at its verdicts; this command asks for '{self.design}'. Looking again under another plan "
+                    "would spend alpha the first plan did not set aside: resume with the same --seeds, --max-seeds "
+                    "and --rows, or leave out --resume to start a new parent run (--seeds auto adds seeds "
+                    "where they matter within one plan)."
+                )
+            return  # nothing judged yet: the new design replaces the old one
+        self.looks_taken = taken
+        self.round_seeds = {k: [int(s) for s in v] for k, v in json.loads(tags.get(TAG_ROUND) or "{}").items()} \
+            or self.first()
+        self.round_judged = tags.get(TAG_ROUND_JUDGED) == "true"
+        self.judged_seeds = {k: [int(s) for s in v] for k, v in json.loads(tags.get(TAG_JUDGED_SEEDS) or "{}").items()}
+        self.look_data = tags.get(TAG_LOOK_DATA, "")
+
+    # ------------------------------------------------------------------------ looks and rounds
+
+    def judged(self, tested: bool, data: str) -> bool:
+        """Record that the current round was judged on ``data`` (a digest of its runs); True when
+        this was a new look: it ``tested`` something, on runs no earlier look saw."""
+        self.round_judged = True
+        self.judged_seeds = {label: list(seeds) for label, seeds in self.round_seeds.items()}
+        if not tested or data == self.look_data:
+            return False
+        self.looks_taken += 1
+        self.look_data = data
+        return True
 
     def next(self, summary: pd.DataFrame, workers: int = 1) -> dict[str, list[int]] | None:
-        """The seeds of the next round (only rows that grow), or None with ``stop_reason`` set."""
+        """The seeds of the next round after judging ``summary`` (only the rows that grow, each with
+        every seed it is now planned to have), recorded as the new round; or None with ``stop_reason``."""
         if not self.auto:
             return None
         if summary.empty or self.suite.baseline not in set(summary["label"]):
-            self.stop_reason = "the baseline has no finished runs to judge against"
+            self.stop_reason = "the baseline has no runs to judge against"
             return None
-        kinds = dict(zip(summary["label"], summary["verdict_kind"]))
-        counts = dict(zip(summary["label"], summary["n_seeds"].astype(int)))
+        return self.advance(dict(zip(summary["label"], summary["verdict_kind"])),
+                            lambda grow, counts: self.cost_s(summary, grow, counts, workers))
+
+    def advance(self, kinds: Mapping[str, str],
+                cost: Callable[[Mapping[str, int], Mapping[str, int]], float] | None = None) -> dict[str, list[int]] | None:
+        """``next`` on the verdict kinds alone; ``cost(grow, counts)``: wall seconds the round would take."""
+        counts = {label: len(seeds) for label, seeds in self.round_seeds.items()}
         grow = next_round(kinds, counts, self.suite.baseline, self.auto)
         if not grow:
             undecided = [label for label, kind in kinds.items() if kind == "undecided"]
+            not_judged = [label for label, kind in kinds.items() if kind == "not judged"]
             self.stop_reason = (f"{len(undecided)} row(s) undecided at the maximum of {self.auto.max_seeds} seeds"
-                                if undecided else "every row is decided")
+                                if undecided else "every row is decided" if not not_judged
+                                else f"no row is undecided ({len(not_judged)} not judged: failed or diverged runs)")
             return None
-        if self.auto.budget_s is not None:
-            elapsed, cost = time.monotonic() - self.started, self.cost_s(summary, grow, counts, workers)
-            if elapsed + cost > self.auto.budget_s:
+        if self.auto.budget_s is not None and cost is not None:
+            elapsed, needed = time.monotonic() - self.started, cost(grow, counts)
+            if elapsed + needed > self.auto.budget_s:
                 self.stop_reason = (f"budget: {elapsed / 60:.1f} min spent, the next round would take about "
-                                    f"{cost / 60:.1f} min more of {self.auto.budget_s / 60:.1f}")
+                                    f"{needed / 60:.1f} min more of {self.auto.budget_s / 60:.1f}")
                 return None
-        return {label: list(range(counts.get(label, 0), n)) for label, n in grow.items()}
+        following = {label: list(range(n)) for label, n in grow.items()}
+        self.round_seeds = {**self.round_seeds, **following}
+        self.round_judged = False
+        return following
 
     @staticmethod
     def cost_s(summary: pd.DataFrame, grow: Mapping[str, int], counts: Mapping[str, int], workers: int) -> float:
         """Wall seconds the round would take: each new run costs what that row's runs took, start to end."""
-        fallback = summary["s_per_epoch"] * summary["epochs"]  # runs from stores that lack start and end times
+        fallback = summary["s_per_epoch"] * summary["epochs"].astype(float)  # stores without start and end times
         per_run = dict(zip(summary["label"], summary["s_per_run"].fillna(fallback)))
-        total = sum(per_run[label] * (n - counts.get(label, 0)) for label, n in grow.items())
+        total = sum(per_run.get(label, math.nan) * (n - counts.get(label, 0)) for label, n in grow.items())
         return total / max(1, workers) if math.isfinite(total) else 0.0
+
+
+def look_data(outcomes: pd.DataFrame) -> str:
+    """A digest of what a look judges: each pair's run and what became of it."""
+    rows = sorted(f"{label}|{seed}|{run_id}|{state}" for label, seed, run_id, state in zip(
+        outcomes.get(f"tags.{tracking.TAG_LABEL}", []), outcomes.get("seed", []), outcomes.get("run_id", []),
+        outcomes.get("pair_state", [])))
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:12]

@@ -1,15 +1,21 @@
-"""Running a suite: one MLflow parent run, one child run per row x seed, resumable.
+"""Running a suite: one MLflow parent run, one child run per row x seed, rounds of seeds, resumable.
 
-``run_suite`` trains the pairs one after another in this process; ``workers.run_suite_workers``
-hands the same pairs out to processes and machines. Both use the parent/child helpers here:
-which parent a resume re-opens, which pairs already FINISHED, which were interrupted and can
-continue from a checkpoint, and the child run of one pair.
+There is one way to run a suite, whatever runs its pairs: the process that owns the parent run
+queues a round of pairs (``workers.PairQueue``), the pairs are trained by this process (a serial
+suite: one in-process worker over an in-memory queue), by K worker processes here, or by every
+machine started with the same ``--storage``; when the queue runs dry the owner judges the round
+(a look), records it on the parent, and queues the next round of ``--seeds auto``, if any.
+
+Resume re-opens a parent: FINISHED pairs are skipped, interrupted ones continue from their
+checkpoint in the same run, the recorded design and looks are continued (a changed design is
+refused once a look spent alpha), and a parent whose runs were trained under other settings is
+refused. A failing pair is marked FAILED and the suite goes on; the parent then ends FAILED.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
+import os
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -18,42 +24,19 @@ import pandas as pd
 from .. import checkpoint as ckpt
 from .. import tracking
 from ..config import TrainConfig
-from ..data import DataSplits
-from ..models import describe_variant
-from ..progress import EpochLine
-from ..runner import resumable, run_tracked
-from ..train import load_data
 from ..verdicts import AutoSeeds
-from .rounds import Rounds
-from .spec import TAG_LOOKS, TAG_MARGIN, TAG_ROWS, TAG_SETTINGS, Row, Suite, SuiteError, settings_digest, settings_of
-from .summary import summarize
+from ..workqueue import IN_PROCESS, PairQueue, QueueError
+from .parent import (
+    SuiteFailed, SuiteOutcome, check_same_settings, find_parent, log_summary, open_parent, record_on_parent,
+)
+from .rounds import TAG_AUTO_STOP, Rounds, look_data
+from .spec import Row, Suite, SuiteError, plan_digest, settings_digest
+from .summary import DIVERGED, FINISHED, UNFINISHED, pair_outcomes
+from .workers import (
+    SUITE_STORAGE_DIR, Worker, costliest_first, start_workers, trained_here, wait_for, wait_until_idle, work,
+)
 
-TAG_AUTO_STOP = "bench.seeds_auto_stop"  # why --seeds auto stopped adding seeds
-
-
-@dataclasses.dataclass
-class SuiteOutcome:
-    parent_run_id: str
-    summary: pd.DataFrame
-    ran: int  # pairs trained by this process (and the workers it started)
-    skipped: int  # pairs found FINISHED when it started
-    failed: list[str]
-    finished: int = 0  # pairs of the plan FINISHED under the parent, by anyone
-    total: int = 0  # pairs of the plan
-    stop_reason: str = ""  # why --seeds auto stopped adding seeds
-
-    def line(self) -> str:
-        """``4 trained here, 0 skipped as finished; 8 of 8 pairs finished``."""
-        return (f"{self.ran} trained here, {self.skipped} skipped as finished; {self.finished} of {self.total} "
-                f"pairs finished")
-
-
-class SuiteFailed(RuntimeError):
-    def __init__(self, parent_run_id: str, failed: list[str], summary: pd.DataFrame) -> None:
-        super().__init__(f"{len(failed)} run(s) failed: {', '.join(failed)} (parent run {parent_run_id})")
-        self.parent_run_id = parent_run_id
-        self.failed = failed
-        self.summary = summary
+__all__ = ["SuiteFailed", "SuiteOutcome", "run_suite", "run_suite_workers", "default_study_name"]
 
 
 def run_suite(
@@ -66,271 +49,221 @@ def run_suite(
     resume: str | bool = False,
     experiment: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    rows: Sequence[str] | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
+    worker_of: str | None = None,
+    worker_index: int = 0,
     log_models: bool = True,
-    callbacks_for: Callable[[Row, TrainConfig], Iterable[Any]] | None = None,
     progress: bool | None = None,
     echo: Callable[[str], None] = print,
-    rows: Sequence[str] | None = None,
     checkpoints: Any = ckpt.Policy(),
     epoch_lines: bool = True,
     nested_under: str | None = None,
+    callbacks_for: Callable[[Row, TrainConfig], Iterable[Any]] | None = None,
 ) -> SuiteOutcome:
-    """Train every row x seed of ``profile`` as child runs of one parent run, one after another.
+    """Train every row x seed of ``profile`` as child runs of one parent run.
 
     ``seeds``: the same seeds for every row (default: the profile's); ``auto``: rounds of
     ``--seeds auto`` instead. ``resume``: True re-opens the latest parent of this suite and
-    profile, a string re-opens that parent run id; FINISHED children are skipped, children that
-    were interrupted (killed, Ctrl-C) continue from their latest checkpoint in the same run, and
-    a parent whose runs were trained under other settings is refused. A failing child is marked
-    FAILED and the suite goes on; the parent then ends FAILED naming them. ``rows``: only these
-    row labels. ``checkpoints``: a ``checkpoint.Policy`` or None for none. ``epoch_lines``: one
-    line per epoch (logs are never silent for long). ``nested_under``: the parent run is itself a child
-    of that run (a search's confirmation, under the study's parent).
+    profile, a string re-opens that parent run id. ``rows``: only these row labels. ``workers``:
+    processes on this machine (1: this process trains every pair); ``storage``: an Optuna storage
+    shared with other machines started with the same command. ``worker_of``: this process was
+    started by a coordinator for that parent run. ``checkpoints``: a ``checkpoint.Policy`` or None.
+    ``epoch_lines``: one line per epoch. ``nested_under``: the parent run is itself a child of that
+    run (a search's confirmation). ``callbacks_for``: extra trainer callbacks per pair, for pairs
+    trained in this process (tests use them).
     """
-    rounds = Rounds(suite, rows or [r.label for r in suite.rows], seeds, auto)
+    started = pd.Timestamp.now(tz="UTC")
+    labels = list(rows or [r.label for r in suite.rows])
+    rounds = Rounds(suite, profile, labels, seeds, auto)
     margin = suite.margin if margin is None else margin
-    every = suite.plan(profile, overrides=overrides, rows=rows, seeds_by_row=rounds.every_seed(profile))
-    experiment_id = tracking.experiment_id_for(experiment, suite.experiment)
-    parent_id = find_parent(suite, profile, resume, experiment_id, nested_under)
-    if parent_id:
-        check_same_settings(parent_id, every)
-    done = finished_pairs(parent_id) if parent_id else set()
-    pairs = _Pairs(suite, profile, echo, progress, log_models, checkpoints, epoch_lines, callbacks_for)
-    with tracking.tracked_run(
-        experiment_id=experiment_id, run_name=f"{suite.name} [{profile}]", tags=parent_tags(suite, profile),
-        run_id=parent_id, parent_run_id=nested_under if parent_id is None else None,
-    ) as parent_id:
-        record_on_parent(parent_id, suite, rows, margin, rounds.looks, every)
-        tracking.mark_stale_children(parent_id)
-        interrupted = interrupted_pairs(parent_id) if done or resume else {}
-        round_seeds: dict[str, list[int]] | None = rounds.first(profile)
-        planned: set[tuple[str, int]] = set()
-        while round_seeds:
-            plan = suite.plan(profile, overrides=overrides, rows=rows, seeds_by_row=round_seeds)
-            planned |= {(row.label, config.seed) for row, config in plan}
-            pairs.train_all(plan, parent_id, done, interrupted)
-            summary = log_summary(parent_id, suite, margin, rounds.looks)
-            round_seeds = rounds.next(summary)
-            if round_seeds:
-                echo(f"next round of --seeds auto: {', '.join(f'{k} -> {v[-1] + 1}' for k, v in round_seeds.items())} "
-                     "seeds")
-        record_stop(parent_id, rounds, echo)
-        if pairs.failed:
-            raise SuiteFailed(parent_id, pairs.failed, summary)
-    finished = len(finished_pairs(parent_id) & planned)
-    return SuiteOutcome(parent_id, summary, pairs.ran, pairs.skipped, pairs.failed, finished, len(planned),
-                        rounds.stop_reason)
-
-
-@dataclasses.dataclass
-class _Pairs:
-    """Trains a serial suite's pairs: skips the FINISHED, continues the interrupted, counts what happened."""
-
-    suite: Suite
-    profile: str
-    echo: Callable[[str], None]
-    progress: bool | None
-    log_models: bool
-    checkpoints: Any
-    epoch_lines: bool
-    callbacks_for: Callable[[Row, TrainConfig], Iterable[Any]] | None
-    data_cache: dict[tuple, DataSplits] = dataclasses.field(default_factory=dict)
-    ran: int = 0
-    skipped: int = 0
-    failed: list[str] = dataclasses.field(default_factory=list)
-
-    def train_all(self, plan: list[tuple[Row, TrainConfig]], parent_id: str, done: set[tuple[str, int]],
-                  interrupted: Mapping[tuple[str, int], str]) -> None:
-        for index, (row, config) in enumerate(plan, 1):
-            name = pair_name(row, config)
-            if (row.label, config.seed) in done:
-                self.skipped += 1
-                self.echo(f"[{index}/{len(plan)}] {name}: already FINISHED under {parent_id}, skipped")
-                continue
-            extra = list(self.callbacks_for(row, config)) if self.callbacks_for else []
-            if self.epoch_lines:
-                extra.append(EpochLine(name, self.echo))
-            resume_id = interrupted.get((row.label, config.seed))
-            if resume_id is not None and not resumable(resume_id):
-                resume_id = None
-            self.echo(f"[{index}/{len(plan)}] {name}"
-                      + (f": resuming run {resume_id} from its checkpoint" if resume_id else ""))
-            try:
-                train_pair(self.suite, self.profile, row, config, parent_id, extra, resume_id,
-                           data_for(config, self.data_cache), self.echo, progress=self.progress,
-                           log_models=self.log_models, checkpoints=self.checkpoints)
-                self.ran += 1
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # the child is FAILED in MLflow; the suite goes on
-                self.failed.append(name)
-                self.echo(f"    FAILED: {type(exc).__name__}: {tracking.redact(str(exc))}")
-
-
-def record_stop(parent_id: str, rounds: Rounds, echo: Callable[[str], None]) -> None:
-    if rounds.auto:
-        echo(f"--seeds auto stopped: {rounds.stop_reason}")
-        tracking.set_tags(parent_id, {TAG_AUTO_STOP: rounds.stop_reason})
-
-
-# ---------------------------------------------------------------------------- parent and children
-
-
-def pair_name(row: Row, config: TrainConfig) -> str:
-    return f"{row.label} seed={config.seed}"
-
-
-def suite_tags(suite: Suite, profile: str) -> dict[str, str]:
-    return {
-        tracking.TAG_KIND: "suite",
-        tracking.TAG_SUITE: suite.name,
-        tracking.TAG_PROFILE: profile,
-        tracking.TAG_DATASET: suite.dataset,
-    }
-
-
-def parent_tags(suite: Suite, profile: str) -> dict[str, str]:
-    profile_note = suite.profiles[profile].get("description", "")
-    return {**suite_tags(suite, profile), tracking.TAG_NOTE: f"{suite.description} Profile {profile}: {profile_note}".strip()}
-
-
-def child_tags(suite: Suite, profile: str, row: Row, seed: int) -> dict[str, str]:
-    # Label and seed from the start: a run killed before its first epoch still says which pair it was.
-    return {**suite_tags(suite, profile), tracking.TAG_KIND: "run", tracking.TAG_LABEL: row.label,
-            tracking.TAG_SEED: str(seed),
-            tracking.TAG_NOTE: f"{describe_variant(row.variant)} Suite {suite.name}: {suite.description}"}
-
-
-def find_parent(suite: Suite, profile: str, resume: str | bool, experiment_id: str,
-                nested_under: str | None = None) -> str | None:
-    """The parent run a resume re-opens: the one given, else the latest of this suite and profile
-    (under ``nested_under`` when given)."""
-    if not resume:
-        return None
-    if isinstance(resume, str):
-        run = tracking.get_run(resume)
-        if run.data.tags.get(tracking.TAG_SUITE) != suite.name:
-            raise SuiteError(f"run {resume} is not a parent run of suite {suite.name!r}")
-        return resume
-    nested = f" and tags.`{tracking.PARENT_TAG}` = '{nested_under}'" if nested_under else ""
-    runs = tracking.find_runs(
-        [experiment_id],
-        f"tags.`{tracking.TAG_KIND}` = 'suite' and tags.`{tracking.TAG_SUITE}` = '{suite.name}' "
-        f"and tags.`{tracking.TAG_PROFILE}` = '{profile}'{nested}",
-    )
-    if runs.empty:
-        return None  # nothing to resume: start a fresh parent
-    return str(runs.sort_values("start_time").iloc[-1]["run_id"])
-
-
-def open_parent(suite: Suite, profile: str, experiment_id: str, parent_id: str | None,
-                nested_under: str | None = None) -> str:
-    """Create the suite's parent run (a child of ``nested_under`` when given), or mark the one being
-    resumed RUNNING again."""
-    if parent_id is None:
-        tags = parent_tags(suite, profile) | ({tracking.PARENT_TAG: nested_under} if nested_under else {})
-        parent_id = tracking.create_run(experiment_id, f"{suite.name} [{profile}]", tags)
-        tracking.adopt_launcher(parent_id, f"{suite.name} [{profile}]")
-    else:
-        tracking.reopen_run(parent_id)
-    return parent_id
-
-
-def finished_pairs(parent_id: str) -> set[tuple[str, int]]:
-    children = tracking.child_runs(parent_id)
-    if children.empty:
-        return set()
-    finished = children[children["status"] == "FINISHED"]
-    return {(r[f"tags.{tracking.TAG_LABEL}"], int(r[f"tags.{tracking.TAG_SEED}"])) for _, r in finished.iterrows()}
-
-
-def interrupted_pairs(parent_id: str) -> dict[tuple[str, int], str]:
-    """(label, seed) -> the latest child run that was interrupted (killed, Ctrl-C, process died),
-    not failed by an error of its own: those are worth continuing from a checkpoint."""
-    children = tracking.child_runs(parent_id)
-    if children.empty:
-        return {}
-    error = children.get(f"tags.{tracking.TAG_ERROR}", pd.Series("", index=children.index)).fillna("")
-    stopped = children[(children["status"] == "KILLED") | error.str.startswith(("stale", "interrupted"))]
-    pairs: dict[tuple[str, int], str] = {}
-    for _, r in stopped.sort_values("start_time").iterrows():
-        pairs[(r[f"tags.{tracking.TAG_LABEL}"], int(r[f"tags.{tracking.TAG_SEED}"]))] = r["run_id"]
-    return pairs
-
-
-def data_for(config: TrainConfig, cache: dict[tuple, DataSplits]) -> DataSplits:
-    """The config's splits, loaded once per distinct data setting."""
-    key = (config.dataset, config.data_dir, config.split_seed, config.val_fraction, config.val_from_test, config.max_train_samples)
-    if key not in cache:
-        cache[key] = load_data(config)
-    return cache[key]
-
-
-def train_pair(suite: Suite, profile: str, row: Row, config: TrainConfig, parent_id: str, callbacks: list,
-               resume_id: str | None, data: DataSplits, echo: Callable[[str], None], *, progress: bool | None,
-               log_models: bool, checkpoints: Any) -> Any:
-    """One row x seed as a child run (continuing ``resume_id`` from its checkpoint when given); its result."""
-    name = pair_name(row, config)
-    kwargs = dict(callbacks=callbacks, run_name=name, tags=child_tags(suite, profile, row, config.seed),
-                  parent_run_id=parent_id, data=data, progress=progress, log_model=log_models, checkpoints=checkpoints)
+    every = suite.plan(profile, overrides=overrides, rows=rows, seeds_by_row=rounds.every_seed())
+    first = suite.plan(profile, overrides=overrides, rows=rows, seeds_by_row=rounds.first())
+    key = f"{settings_digest(every)} {auto.schedule}" if auto else plan_digest(first)
     try:
-        _, result = run_tracked(config, resume_run_id=resume_id, **kwargs)
-    except ckpt.CheckpointError as exc:
-        if resume_id is None:
-            raise
-        echo(f"    cannot resume ({exc}); training it again as a new run")
-        _, result = run_tracked(config, **kwargs)
-    seconds = sum(m.epoch_time_s for m in result.history)
-    test = "test not evaluated" if result.test_acc is None else f"test acc {result.test_acc:.4f}"
-    echo(f"    {name}: val acc {result.final.val_acc:.4f}, {test}, "
-         f"{len(result.history)} epochs in {seconds:.1f} s")
-    return result
+        queue, parent_id, owner = _join(suite, profile, every, first, key, rounds, experiment, resume, workers,
+                                        storage, study_name, worker_of, echo, nested_under)
+    except QueueError as exc:
+        raise SuiteError(str(exc)) from None
+    worker = Worker(suite, profile, {(row.label, config.seed): (row, config) for row, config in every}, parent_id,
+                    worker_index, echo, progress, log_models, checkpoints, epoch_lines, callbacks_for)
+    if worker_of:
+        work(queue, worker, linger=True)
+        return SuiteOutcome(parent_id, pd.DataFrame(), worker.claimed - len(worker.failed), 0, worker.failed)
+    procs = []
+    try:
+        skipped = _queue_round(queue, worker, rounds, every, margin, rows) if owner else 0
+        if workers > 1:
+            procs = start_workers(suite, profile, every, overrides or {}, rows, workers, queue, parent_id,
+                                  log_models=log_models, checkpoints=checkpoints, epoch_lines=epoch_lines,
+                                  echo=echo)
+        last = _rounds_loop(queue, worker, procs, rounds if owner else None, margin, workers)
+        judged_at = worker.claimed
+        if owner and auto:
+            queue.close(True)
+            say(echo, f"--seeds auto stopped: {rounds.stop_reason}")
+            tracking.set_tags(parent_id, {TAG_AUTO_STOP: rounds.stop_reason})
+        wait_for(procs, echo)
+        work(queue, worker, linger=not owner and queue.open)  # anything a dead worker left
+    except BaseException as exc:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        if owner:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            tracking.end_run(parent_id, "KILLED" if interrupted else "FAILED",
+                             "interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}")
+        raise
+    # The last look's summary stands unless pairs were trained after it (what a dead worker left).
+    last = last if worker.claimed == judged_at else None
+    return _close(worker, rounds, owner, margin, [os.getpid(), *(p.pid for p in procs)], started, skipped, last)
 
 
-def log_summary(parent_id: str, suite: Suite, margin: float, looks: int) -> pd.DataFrame:
-    """The summary of the parent's FINISHED children, logged on the parent (summary.csv and .txt)."""
-    summary = summarize(tracking.child_runs(parent_id), suite, margin=margin, looks=looks)
-    tracking.log_table(parent_id, summary, "summary")
-    tracking.log_metrics(parent_id, {"children_finished": float(summary["n_seeds"].sum()) if len(summary) else 0.0})
-    return summary
+run_suite_workers = run_suite  # the same function; kept under the name callers and tests know
 
 
-def record_on_parent(parent_id: str, suite: Suite, rows: Sequence[str] | None, margin: float, looks: int,
-                     plan: Sequence[tuple[Row, TrainConfig]]) -> None:
-    """What the report needs to judge the parent's runs as this command did: the suite file (logged
-    again on resume: references and notes are read from this copy), the rows, margin and looks, and
-    the digest of the settings its runs are trained under."""
-    tracking.log_artifact_text(parent_id, suite.path.name, suite.text)
-    tags = {TAG_MARGIN: f"{margin:g}", TAG_LOOKS: str(looks), TAG_SETTINGS: settings_digest(plan)}
-    if rows:
-        tags[TAG_ROWS] = ",".join(rows)
-    tracking.set_tags(parent_id, tags)
+def say(echo: Callable[[str], None], text: str) -> None:
+    """``echo`` a line wrapped to the 100 columns everything a suite prints fits in."""
+    echo("\n".join(textwrap.wrap(text, 100, subsequent_indent="    ")))
 
 
-def check_same_settings(parent_id: str, plan: Sequence[tuple[Row, TrainConfig]]) -> None:
-    """Refuse to resume a parent whose runs were trained under other settings than ``plan``'s: a pair
-    FINISHED under 1 epoch must never count as done for a command that asks for 3."""
-    children = tracking.child_runs(parent_id)
-    if children.empty:
-        return
-    wanted = {row.label: settings_of(config) for row, config in plan}
-    differ: dict[tuple[str, str], str] = {}
-    for _, child in children[children["status"].isin(["FINISHED", "KILLED", "FAILED"])].iterrows():
-        label = child.get(f"tags.{tracking.TAG_LABEL}")
-        if label not in wanted or _missing(child.get("params.variant")):
-            continue  # another row, or a run killed before it logged its config
-        for key, value in wanted[label].items():
-            logged = child.get(f"params.{key}")
-            if key != "seed" and (key, label) not in differ and logged != tracking.param_text(value):
-                shown = "not logged" if _missing(logged) else logged
-                differ[(key, label)] = f"{label}: {key} = {shown} in its runs, {tracking.param_text(value)} now"
-    if differ:
-        raise SuiteError(
-            f"--resume: parent run {parent_id} holds runs trained under other settings than this command's: "
-            f"{'; '.join(list(differ.values())[:8])}{' ...' if len(differ) > 8 else ''}. Resume with the same "
-            "settings, or leave out --resume to start a new parent run."
-        )
+def _join(suite: Suite, profile: str, every, first, key: str, rounds: Rounds, experiment: str | None,
+          resume: str | bool, workers: int, storage: str | None, study_name: str | None, worker_of: str | None,
+          echo: Callable[[str], None], nested_under: str | None) -> tuple[PairQueue, str, bool]:
+    """(queue, parent run id, whether this process owns the parent: queues its rounds and records its looks)."""
+    if worker_of:
+        return PairQueue(str(storage), str(study_name)), worker_of, False
+    experiment_id = tracking.experiment_id_for(experiment, suite.experiment)
+
+    def parent_to_resume() -> str | None:
+        found = find_parent(suite, profile, resume, experiment_id, nested_under)
+        if found:  # both checks before the parent is touched
+            check_same_settings(found, every)
+            rounds.restore(tracking.get_run(found).data.tags, found)
+        return found
+
+    if storage is None:
+        parent_id = open_parent(suite, profile, experiment_id, parent_to_resume(), nested_under)
+        if workers == 1:
+            queue = PairQueue(IN_PROCESS, f"{suite.name} [{profile}] {parent_id}")
+            queue.create(key)
+            return queue, parent_id, True
+        # One study per plan: resuming with more seeds queues the new pairs in a study of their own.
+        queue = PairQueue(str(SUITE_STORAGE_DIR / f"{parent_id}.journal"),
+                          study_name or f"{suite.name} [{profile}] {parent_id} plan {key}")
+        if not queue.create(key):
+            queue.parent(key)  # resuming: the same plan, or a clear error
+        return queue, parent_id, True
+    queue = PairQueue(storage, study_name or default_study_name(suite, profile, first, key))
+    if queue.create(key):
+        parent_id = open_parent(suite, profile, experiment_id, parent_to_resume(), nested_under)
+        return queue, parent_id, True
+    parent_id = queue.parent(key)
+    say(echo, f"joining study {queue.name!r} (parent run {parent_id})")
+    return queue, parent_id, False
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def default_study_name(suite: Suite, profile: str, plan: Sequence[tuple[Row, TrainConfig]], key: str) -> str:
+    """How machines started with the same command find each other: suite, profile, seeds and the plan's digest."""
+    if " auto " in key:
+        digest, _, schedule = key.partition(" auto ")
+        return f"{suite.name} [{profile}] seeds auto {schedule} plan {digest}"
+    seeds = sorted({config.seed for _, config in plan})
+    return f"{suite.name} [{profile}] seeds {','.join(map(str, seeds))} plan {key}"
+
+
+def _queue_round(queue: PairQueue, worker: Worker, rounds: Rounds, every, margin: float,
+                 rows: Sequence[str] | None) -> int:
+    """Record the design on the parent and queue the current round's pairs still to train; the number
+    of them already FINISHED. A round already judged is final: nothing of it is queued again."""
+    tracking.mark_stale_children(worker.parent_id)
+    record_on_parent(worker.parent_id, worker.suite, rows, margin, rounds, every)
+    if rounds.auto:
+        queue.close(False)  # open: workers wait for the rounds to come
+    outcomes = pair_outcomes(tracking.child_runs(worker.parent_id))
+    states = dict(zip(zip(outcomes.get(f"tags.{tracking.TAG_LABEL}", []), outcomes.get("seed", [])),
+                      outcomes.get("pair_state", [])))
+    wanted = rounds.pairs()
+    finished = {pair for pair, state in states.items() if state in (FINISHED, DIVERGED)}
+    # Failed or interrupted pairs of the round not yet judged are tried again (this is a resume);
+    # pairs a look judged are final.
+    skip = finished | rounds.final_pairs()
+    added = queue.publish(_in_order(queue, _plan_of(worker, wanted)), skip)
+    done = len(finished & wanted)
+    where = "" if queue.url == IN_PROCESS else f" in study {queue.name!r} ({queue.shown_url})"
+    say(worker.echo, f"suite {worker.suite.name} [{worker.profile}]: {added} pair(s) queued{where}, {done} already "
+                     f"FINISHED under parent run {worker.parent_id}")
+    queue.set_parent(worker.parent_id)  # last: processes joining wait for it, and then find the pairs queued
+    return done
+
+
+def _plan_of(worker: Worker, pairs: Iterable[tuple[str, int]]) -> list[tuple[Row, TrainConfig]]:
+    wanted = set(pairs)
+    return [worker.by_pair[pair] for pair in worker.by_pair if pair in wanted]
+
+
+def _in_order(queue: PairQueue, plan: list[tuple[Row, TrainConfig]]) -> list[tuple[str, int]]:
+    """The order to hand pairs out: the suite's own in this process (one worker: the order changes
+    no wall time, and a log reads as the file does), else longest first, so no worker is left with
+    a long one at the end."""
+    if queue.url == IN_PROCESS:
+        return [(row.label, config.seed) for row, config in plan]
+    return costliest_first(plan)
+
+
+def _rounds_loop(queue: PairQueue, worker: Worker, procs: list, rounds: Rounds | None, margin: float,
+                 workers: int) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Until the suite needs no more runs: the pairs queued are trained (by the workers, or here); the
+    owner (``rounds`` given) then judges them, a look recorded on the parent, and queues the next
+    round of ``--seeds auto``. The last judgment's (summary, pair outcomes), for the owner."""
+    while True:
+        if procs:
+            wait_until_idle(queue, procs, worker.echo)
+        # Here: every pair when there are no workers, else what dead workers left (nothing, usually).
+        work(queue, worker, linger=rounds is None and queue.open)
+        if rounds is None:
+            return None
+        summary, outcomes = log_summary(worker.parent_id, worker.suite, margin, rounds)
+        tested = bool(summary["baseline_p_holm"].notna().any()) if len(summary) else False
+        if rounds.judged(tested, look_data(outcomes)):
+            worker.echo(f"look {rounds.looks_taken} of at most {rounds.looks} taken")
+        before = rounds.pairs()
+        following = rounds.next(summary, workers)
+        tracking.set_tags(worker.parent_id, rounds.tags())
+        if not following:
+            return summary, outcomes
+        # Only the new seeds: a judged round is final, its failed or unfinished pairs stay as they are.
+        added = queue.publish(_in_order(queue, _plan_of(worker, rounds.pairs() - before)), _tried(worker.parent_id))
+        say(worker.echo, f"next round of --seeds auto: {added} pair(s) queued "
+                         f"({', '.join(f'{k} -> {len(v)}' for k, v in following.items())} seeds)")
+
+
+def _tried(parent_id: str) -> set[tuple[str, int]]:
+    """Pairs with a run that ended by itself (finished, diverged or failed): never trained again."""
+    outcomes = pair_outcomes(tracking.child_runs(parent_id))
+    return {(label, int(seed)) for label, seed, state in zip(outcomes.get(f"tags.{tracking.TAG_LABEL}", []),
+                                                              outcomes.get("seed", []), outcomes.get("pair_state", []))
+            if state != UNFINISHED}
+
+
+def _close(worker: Worker, rounds: Rounds, owner: bool, margin: float, pids: Sequence[int], started: pd.Timestamp,
+           skipped: int, last: tuple[pd.DataFrame, pd.DataFrame] | None) -> SuiteOutcome:
+    """The summary (``last``, when nothing changed since it was logged), and the parent ended
+    FINISHED, or FAILED naming the pairs that did not finish."""
+    if not owner:  # a machine that joined: judge as the owner recorded
+        rounds.restore(tracking.get_run(worker.parent_id).data.tags, worker.parent_id)
+    summary, outcomes = last or log_summary(worker.parent_id, worker.suite, margin, rounds)
+    here = trained_here(outcomes, pids, started)
+    states = dict(zip(zip(outcomes.get(f"tags.{tracking.TAG_LABEL}", []), outcomes.get("seed", [])),
+                      outcomes.get("pair_state", [])))
+    planned = sorted(rounds.pairs())
+    missing = [f"{label} seed={seed}" for label, seed in planned if states.get((label, seed)) not in (FINISHED, DIVERGED)]
+    outcome = SuiteOutcome(worker.parent_id, summary, here, skipped, worker.failed, len(planned) - len(missing),
+                           len(planned), rounds.stop_reason)
+    if missing:
+        tracking.end_run(worker.parent_id, "FAILED", f"{len(missing)} run(s) did not finish: {', '.join(missing)}")
+        raise SuiteFailed(worker.parent_id, missing, summary)
+    tracking.end_run(worker.parent_id, "FINISHED")
+    return outcome

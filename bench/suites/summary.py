@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .. import tracking
-from ..verdicts import DEFAULT_MARGIN, against_baseline, against_source, method_note
+from ..verdicts import DEFAULT_MARGIN, UNJUDGED, against_baseline, against_source, method_note
 from .spec import Suite
 
 # Per-run numbers summarised as mean and std over seeds: the final epoch's running train accuracy,
@@ -31,70 +30,170 @@ WIDTH = 100  # the printed summary fits a terminal this wide
 # Settings a published figure may have been measured under, read from each row's first run.
 RUN_SETTINGS = {"epochs": int, "optimizer": str, "lr": float, "batch_size": int, "train_images": int}
 
+# What became of a row x seed pair: the run that stands for it (its FINISHED run if it has one, else
+# its latest attempt) says which. Only "finished" is a measurement; the others are counted, never dropped.
+FINISHED, DIVERGED, FAILED, UNFINISHED = "finished", "diverged", "failed", "unfinished"
+NOT_STARTED = "not started"
+RETRYABLE_ERRORS = ("stale", "interrupted")  # a run stopped from outside, not by an error of its own
+
+
+def pair_outcomes(children: pd.DataFrame) -> pd.DataFrame:
+    """One row per (label, seed) tried under a parent: the child run that stands for the pair, with
+    ``pair_state`` (finished, diverged, failed, unfinished) and ``pair_reason`` (why, for the others).
+
+    A pair tried more than once (a killed run continued, a failed run retried by ``--resume`` before
+    its round was judged) is its FINISHED run if it has one, else its latest attempt."""
+    label_tag, seed_tag = f"tags.{tracking.TAG_LABEL}", f"tags.{tracking.TAG_SEED}"
+    if children.empty or label_tag not in children or seed_tag not in children:
+        return pd.DataFrame(columns=[*children.columns, "seed", "pair_state", "pair_reason"])
+    runs = children[children[label_tag].notna() & children[seed_tag].notna()].copy()
+    runs["seed"] = runs[seed_tag].astype(int)
+    finished_first = (runs["status"] != "FINISHED").astype(int)
+    order = runs.assign(_rank=finished_first).sort_values(["_rank", "start_time"], ascending=[True, False])
+    chosen = order.drop_duplicates([label_tag, "seed"]).drop(columns="_rank")
+    error = _column(chosen, f"tags.{tracking.TAG_ERROR}").fillna("").astype(str)
+    diverged = _column(chosen, f"tags.{tracking.TAG_DIVERGED}")
+    states, reasons = [], []
+    for status, err, why in zip(chosen["status"], error, diverged):
+        if status == "FINISHED" and pd.notna(why):
+            states.append(DIVERGED), reasons.append(f"diverged: {why}")
+        elif status == "FINISHED":
+            states.append(FINISHED), reasons.append("")
+        elif status == "FAILED" and not err.startswith(RETRYABLE_ERRORS):
+            states.append(FAILED), reasons.append(err or "FAILED (no error recorded)")
+        else:
+            states.append(UNFINISHED), reasons.append(err or status)
+    chosen["pair_state"], chosen["pair_reason"] = states, reasons
+    return chosen.sort_values([label_tag, "seed"])
+
 
 def summarize(children: pd.DataFrame, suite: Suite | None = None, *, margin: float | None = None,
-              looks: int = 1) -> pd.DataFrame:
-    """One row per suite row: accuracy mean and std over FINISHED seeds, size and speed, the
-    machines it ran on, the verdict against the suite's baseline and the sources' numbers.
+              looks: int = 1, planned: Mapping[str, Sequence[int]] | None = None) -> pd.DataFrame:
+    """One row per row of the plan: accuracy mean and std over its measured seeds, how many of its
+    runs failed, diverged or did not finish (and why), size and speed, the machines it ran on, the
+    verdict against the suite's baseline and the sources' numbers.
 
-    Diverged runs (``bench.diverged``) count as non-finite: their row is not judged. ``margin``:
-    the smallest difference that matters (default: the suite's); ``looks``: how many times the
-    suite's seeds were judged (``--seeds auto``), for the alpha each look tests at.
+    ``planned``: each row's planned seeds (what the parent recorded); a pair of the plan with no
+    run counts as not started, runs outside the plan are left out. Without it, the plan is what the
+    children ran. A row with any failed, diverged or unfinished run gets no verdict, and says why.
+    ``margin``: the smallest difference that matters (default: the suite's); ``looks``: how many
+    times the suite's seeds may be judged (``--seeds auto``), for the alpha each look tests at.
     """
-    columns = ["label", "variant", "n_seeds", "seeds"]
+    columns = ["label", "variant", "n_seeds", "seeds", "runs", "failed", "diverged", "unfinished", "failures"]
     for metric in SUMMARY_METRICS:
         columns += [f"{metric}_mean", f"{metric}_std"]
     columns += ["num_parameters", *[k for k in RUN_SETTINGS if k != "epochs"], "epochs", "s_per_epoch", "s_per_run",
-                "train_gflops",
-                "gemm_fraction", "machines", "diverged", "run_ids", *VERDICT_COLUMNS]
-    if children.empty or "status" not in children:
+                "train_gflops", "gemm_fraction", "machines", "run_ids", *VERDICT_COLUMNS]
+    # The children as mlflow.search_runs returns them, or their pair_outcomes already.
+    outcomes = children if "pair_state" in children else pair_outcomes(children if "status" in children
+                                                                           else pd.DataFrame())
+    label_tag = f"tags.{tracking.TAG_LABEL}"
+    if planned is None:
+        planned = {label: sorted(group["seed"]) for label, group in outcomes.groupby(label_tag)}
+    else:
+        wanted = {(label, int(seed)) for label, seeds in planned.items() for seed in seeds}
+        outcomes = outcomes[[(label, seed) in wanted for label, seed in zip(outcomes[label_tag], outcomes["seed"])]]
+    order = [r.label for r in suite.rows] if suite else sorted(planned)
+    order = [label for label in order if planned.get(label)] + sorted(set(planned) - set(order))
+    if not order:
         return pd.DataFrame(columns=columns)
-    finished = children[children["status"] == "FINISHED"]
-    order = [r.label for r in suite.rows] if suite else sorted(finished[f"tags.{tracking.TAG_LABEL}"].unique())
-    records = [_record(label, runs) for label in order
-               if not (runs := finished[finished[f"tags.{tracking.TAG_LABEL}"] == label]).empty]
+    variants = {r.label: r.variant for r in suite.rows} if suite else {}
+    records = [_record(label, outcomes[outcomes[label_tag] == label], sorted(int(s) for s in planned[label]),
+                       variants.get(label)) for label in order]
     summary = pd.DataFrame(records, columns=columns)
-    if summary.empty:
-        return summary
     values = {rec["label"]: rec.pop("_val_values") for rec in records}
     margin = margin if margin is not None else (suite.margin if suite else DEFAULT_MARGIN)
-    verdicts = against_baseline(values, suite.baseline if suite else None, margin=margin, looks=looks).set_index("label")
+    baseline = suite.baseline if suite else None
+    verdicts = against_baseline(values, baseline, margin=margin, looks=looks).set_index("label")
     for column, source_column in VERDICT_COLUMNS.items():
         summary[column] = summary["label"].map(verdicts[source_column])
+    _explain_failures(summary, baseline)
     if suite and suite.sources:
         _add_sources(summary, records, suite)
     return summary
 
 
-def _record(label: str, runs: pd.DataFrame) -> dict[str, Any]:
-    diverged = _column(runs, f"tags.{tracking.TAG_DIVERGED}").notna()
+def _explain_failures(summary: pd.DataFrame, baseline: str | None) -> None:
+    """A row not judged because of failures says how many of its runs, and which kind; so does every
+    row when the baseline had them."""
+    for i, r in summary.iterrows():
+        counts = failure_counts(r)
+        if r["label"] == baseline:
+            if counts:
+                summary.at[i, "verdict"] = f"baseline ({counts})"
+            continue
+        if counts:
+            summary.at[i, "verdict"], summary.at[i, "verdict_kind"] = f"not judged: {counts}", UNJUDGED
+        elif baseline is not None and r["verdict_kind"] == UNJUDGED and baseline in set(summary["label"]):
+            base = summary[summary["label"] == baseline].iloc[0]
+            if failure_counts(base):
+                summary.at[i, "verdict"] = f"not judged: the baseline has {failure_counts(base)}"
+
+
+def failure_counts(row: Mapping[str, Any]) -> str:
+    """``1 of 3 runs failed, 1 diverged``: what became of a row's runs that are not measurements."""
+    parts = [f"{int(row[key])} {word}" for key, word in (("failed", "failed"), ("diverged", "diverged"),
+                                                        ("unfinished", "did not finish")) if row[key]]
+    if not parts:
+        return ""
+    return f"{parts[0].split(' ', 1)[0]} of {int(row['runs'])} runs {parts[0].split(' ', 1)[1]}" + \
+        "".join(f", {p}" for p in parts[1:])
+
+
+def _record(label: str, pairs: pd.DataFrame, planned: list[int], variant: str | None) -> dict[str, Any]:
+    measured = pairs[pairs["pair_state"] == FINISHED]
+    runs = measured if len(measured) else pairs  # settings and sizes: from any run of the row
+    state = dict(zip(pairs["seed"], pairs["pair_state"]))
+    not_measured = [(seed, state.get(seed, NOT_STARTED),
+                     dict(zip(pairs["seed"], pairs["pair_reason"])).get(seed, "no run was started"))
+                    for seed in planned if state.get(seed) != FINISHED]
     record: dict[str, Any] = {
         "label": label,
-        "variant": runs[f"tags.{tracking.TAG_VARIANT}"].iloc[0],
-        "n_seeds": len(runs),
-        "seeds": " ".join(sorted(runs[f"tags.{tracking.TAG_SEED}"].tolist(), key=int)),
-        "diverged": int(diverged.sum()),
+        "variant": variant or (runs[f"tags.{tracking.TAG_VARIANT}"].iloc[0] if len(runs) else ""),
+        "n_seeds": len(measured),
+        "seeds": " ".join(str(s) for s in sorted(measured["seed"])),
+        "runs": len(planned),
+        "failed": sum(s == FAILED for _, s, _ in not_measured),
+        "diverged": sum(s == DIVERGED for _, s, _ in not_measured),
+        "unfinished": sum(s in (UNFINISHED, NOT_STARTED) for _, s, _ in not_measured),
+        "failures": _grouped(not_measured),
     }
     for metric in SUMMARY_METRICS:
-        metric_values = _column(runs, f"metrics.{metric}").astype(float)
-        record[f"{metric}_mean"] = metric_values.mean()
+        metric_values = _column(measured, f"metrics.{metric}").astype(float)
+        record[f"{metric}_mean"] = metric_values.mean() if metric_values.notna().any() else math.nan
         record[f"{metric}_std"] = metric_values.std(ddof=1) if metric_values.notna().sum() > 1 else math.nan
-    # A diverged run's accuracy is not a measurement of the variant: it enters the verdict as NaN.
-    record["_val_values"] = np.where(diverged, np.nan, runs["metrics.val_acc"].astype(float)).tolist()
-    record["num_parameters"] = int(runs["params.num_parameters"].iloc[0])
+    # Per planned seed: the measurement, or NaN for a run that failed, diverged or did not finish.
+    by_seed = dict(zip(measured["seed"], _column(measured, "metrics.val_acc").astype(float)))
+    record["_val_values"] = pd.Series({seed: by_seed.get(seed, math.nan) for seed in planned}, dtype=float)
+    parameters = _column(runs, "params.num_parameters").dropna()
+    record["num_parameters"] = int(parameters.iloc[0]) if len(parameters) else math.nan
     for key, kind in RUN_SETTINGS.items():  # absent from runs logged before bench recorded them
-        value = _column(runs, f"params.{key}").iloc[0]
+        value = _column(runs, f"params.{key}").iloc[0] if len(runs) else None
         record[key] = kind(value) if isinstance(value, str) and value not in ("None", "") else None
-    record["s_per_epoch"] = runs["metrics.epoch_time_s"].astype(float).mean()
+    record["s_per_epoch"] = _column(measured, "metrics.epoch_time_s").astype(float).mean()
     # Wall seconds from a run's start to its end: training plus evaluation, logging and the model.
-    record["s_per_run"] = (runs["end_time"] - runs["start_time"]).dt.total_seconds().mean() \
-        if {"start_time", "end_time"} <= set(runs) else math.nan
+    record["s_per_run"] = (measured["end_time"] - measured["start_time"]).dt.total_seconds().mean() \
+        if {"start_time", "end_time"} <= set(measured) and len(measured) else math.nan
     for metric in ("train_gflops", "gemm_fraction"):
-        record[metric] = _column(runs, f"metrics.{metric}").astype(float).mean()
+        record[metric] = _column(measured, f"metrics.{metric}").astype(float).mean()
     machines = _column(runs, f"tags.{tracking.TAG_HARDWARE}.machine").dropna().unique().tolist()
     record["machines"] = "; ".join(sorted(machines)) or "not recorded"
-    record["run_ids"] = " ".join(runs["run_id"])
+    record["run_ids"] = " ".join(pairs.sort_values("seed")["run_id"]) if "run_id" in pairs else ""
     return record
+
+
+def _grouped(not_measured: list[tuple[int, str, str]]) -> str:
+    """``seeds 0, 1: NonFiniteLossError: ...; seed 4: diverged: ...``: one entry per distinct reason."""
+    by_reason: dict[str, list[int]] = {}
+    for seed, _, why in not_measured:
+        by_reason.setdefault(_one_line(why), []).append(seed)
+    return "; ".join(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: {why}"
+                     for why, seeds in by_reason.items())
+
+
+def _one_line(text: str, width: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _column(runs: pd.DataFrame, name: str) -> pd.Series:
@@ -107,7 +206,8 @@ def _add_sources(summary: pd.DataFrame, records: list[dict[str, Any]], suite: Su
         found = [
             against_source({m: rec[f"{m}_mean"] for m in SUMMARY_METRICS}, {k: rec[k] for k in RUN_SETTINGS},
                            by_label[rec["label"]].reference[source], meta)
-            if source in by_label[rec["label"]].reference else {}
+            if rec["label"] in by_label and source in by_label[rec["label"]].reference and rec["n_seeds"]
+            and rec["epochs"] is not None else {}
             for rec in records
         ]
         for metric in ("train_acc", "val_acc", "test_acc"):
@@ -135,7 +235,7 @@ def _missing(value: Any) -> bool:
 
 def baseline_cell(row: Mapping[str, Any]) -> str:
     """``+0.0123 [-0.0040, +0.0286]``: a summary row's val-accuracy difference from the baseline."""
-    if row["verdict"] == "baseline" or _missing(row["baseline_diff"]):
+    if row["verdict_kind"] == "baseline" or _missing(row["baseline_diff"]):
         return ""
     low, high = row["baseline_ci_low"], row["baseline_ci_high"]
     return f"{row['baseline_diff']:+.4f}" + ("" if _missing(low) else f" [{low:+.4f}, {high:+.4f}]")
@@ -175,37 +275,69 @@ def percent(mean: float, std: float) -> str:
 
 def format_summary(summary: pd.DataFrame, *, margin: float = DEFAULT_MARGIN, looks: int = 1) -> str:
     """The summary as text no wider than ``WIDTH``: the verdicts (accuracies in %, differences in
-    points), the runs' size and speed, and one line per published number."""
+    points), what became of runs that are not measurements, the runs' size and speed, and one line
+    per published number."""
     if summary.empty:
-        return "(no finished runs)"
-    baseline = next((r["label"] for _, r in summary.iterrows() if r["verdict"] == "baseline"), "baseline")
-    verdicts = pd.DataFrame({
-        "row": summary["label"].map(lambda s: _clip(str(s), 18)),
-        "seeds": summary["n_seeds"],
-        "val acc %": [percent(r["val_acc_mean"], r["val_acc_std"]) for _, r in summary.iterrows()],
-        f"vs {_clip(baseline, 14)}, pt [95% CI]": [points(r["baseline_diff"], r["baseline_ci_low"], r["baseline_ci_high"])
-                                                  if r["verdict"] != "baseline" else "" for _, r in summary.iterrows()],
-        "verdict": summary["verdict"].map(lambda s: _clip(str(s), 42)),
-    })
+        return "(no runs planned)"
+    baseline = next((r["label"] for _, r in summary.iterrows() if r["verdict_kind"] == "baseline"), "baseline")
+    header = f"vs {_clip(baseline, 14)}, pt [95% CI]"
+
+    def verdict_table(clip: int) -> str:
+        return pd.DataFrame({
+            "row": summary["label"].map(lambda s: _clip(str(s), 18)),
+            "seeds": [seeds_cell(r) for _, r in summary.iterrows()],
+            "val acc %": [percent(r["val_acc_mean"], r["val_acc_std"]) for _, r in summary.iterrows()],
+            header: [points(r["baseline_diff"], r["baseline_ci_low"], r["baseline_ci_high"])
+                     if r["verdict_kind"] != "baseline" else "" for _, r in summary.iterrows()],
+            "verdict": summary["verdict"].map(lambda s: _clip(str(s), clip)),
+        }).to_string(index=False)
+
+    table = fit(verdict_table, 42)
     size = pd.DataFrame({
-        "row": verdicts["row"],
+        "row": summary["label"].map(lambda s: _clip(str(s), 18)),
         "train acc %": [percent(r["train_acc_eval_mean"], r["train_acc_eval_std"]) or
                         percent(r["train_acc_mean"], r["train_acc_std"]) for _, r in summary.iterrows()],
         "test acc %": [percent(r["test_acc_mean"], r["test_acc_std"]) for _, r in summary.iterrows()],
-        "params": summary["num_parameters"].map("{:,}".format),
-        "epochs": summary["epochs"],
-        "s/epoch": summary["s_per_epoch"].map("{:.2f}".format),
-        "GFLOP/s": summary["train_gflops"].map("{:.1f}".format),
+        "params": summary["num_parameters"].map(lambda v: "" if _missing(v) else f"{int(v):,}"),
+        "epochs": summary["epochs"].map(lambda v: "" if _missing(v) else str(int(v))),
+        "s/epoch": summary["s_per_epoch"].map(lambda v: "" if _missing(v) else f"{v:.2f}"),
+        "GFLOP/s": summary["train_gflops"].map(lambda v: "" if _missing(v) else f"{v:.1f}"),
     })
-    lines = [verdicts.to_string(index=False), "", size.to_string(index=False)]
+    lines = [table, *_failure_lines(summary), "", size.to_string(index=False)]
     lines += _published_lines(summary)
     n_compared = int(summary["baseline_p_holm"].notna().sum())
     lines += ["", *textwrap.wrap(method_note(n_compared, margin, looks), WIDTH)]
-    machines = sorted({m for ms in summary["machines"] for m in ms.split("; ")})
+    machines = sorted({m for ms in summary["machines"] for m in ms.split("; ") if m != "not recorded"})
     if len(machines) > 1:
         lines += textwrap.wrap(f"Runs came from {len(machines)} machines ({' | '.join(machines)}): seconds per epoch "
                                "do not compare.", WIDTH)
     return "\n".join(lines)
+
+
+def fit(table: Callable[[int], str], widest: int, narrowest: int = 12) -> str:
+    """``table(clip)`` with the largest ``clip`` (of its last column) at which it fits ``WIDTH``."""
+    clip = widest
+    text = table(clip)
+    while max(map(len, text.splitlines())) > WIDTH and clip > narrowest:  # wide intervals: the verdict gives way
+        clip -= max(1, max(map(len, text.splitlines())) - WIDTH)
+        text = table(clip)
+    return text
+
+
+def seeds_cell(row: Mapping[str, Any]) -> str:
+    """``3``, or ``2 of 3`` when some of the row's planned runs are not measurements."""
+    return str(int(row["n_seeds"])) if int(row["n_seeds"]) == int(row["runs"]) else \
+        f"{int(row['n_seeds'])} of {int(row['runs'])}"
+
+
+def _failure_lines(summary: pd.DataFrame) -> list[str]:
+    """Every run that is not a measurement, by row: which seed, and why."""
+    lines = []
+    for _, r in summary.iterrows():
+        if r["failures"]:
+            lines += textwrap.wrap(f"{r['label']}: {failure_counts(r)}: {r['failures']}", WIDTH,
+                                   subsequent_indent="    ")
+    return ["", "Runs that are not measurements (counted, never dropped):", *lines] if lines else []
 
 
 def _published_lines(summary: pd.DataFrame) -> list[str]:

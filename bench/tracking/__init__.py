@@ -3,7 +3,10 @@
 - ``runs``: experiments, runs opened and always closed with a true status, tags, artifacts, queries;
 - ``logger``: the trainer's observer (params, per-epoch metrics, data sets, checkpoints, the model);
 - ``models``: the logged ``pt2`` model and the Model Registry;
-- ``masking``: credentials masked in everything logged or printed.
+- ``masking``: ``redact``, which masks credentials (URL passwords of any scheme, secret query
+  parameters, libpq ``password=``) in everything logged, printed or reported.
+
+The raw tracking URI stays in this room: ``tracking_uri()`` is the masked one, for display.
 
 The trainer is observed through its callbacks; it imports none of this.
 """
@@ -13,7 +16,7 @@ from .models import (
     CHAMPION_ALIAS, MODEL_NAME, PIP_REQUIREMENTS, load_model, log_model, logged_models, model_uri, register_champion,
     registered_model, registered_versions,
 )
-from .masking import redact
+from ..masking import redact
 from .runs import (
     DEFAULT_EXPERIMENT_ID, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARENT_TAG, SYSTEM_METRICS_ENV,
     SYSTEM_METRICS_INTERVAL_S, TAG_CHECKPOINT_EPOCH, TAG_COMPUTE_DTYPE, TAG_DATASET, TAG_DATA_SOURCE, TAG_DIVERGED,

@@ -14,7 +14,7 @@ from mlflow.entities import DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 
 from .models import log_model
-from .masking import redact
+from ..masking import redact
 from .runs import (
     TAG_CHECKPOINT_EPOCH, TAG_COMPUTE_DTYPE, TAG_DATA_SOURCE, TAG_DATASET, TAG_DIVERGED, TAG_HARDWARE, TAG_MODEL_NOTE,
     TAG_SEED, TAG_VARIANT, TAG_VARIANT_SOURCE, list_artifacts, param_text, set_tags,

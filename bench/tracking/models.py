@@ -8,6 +8,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
@@ -70,19 +71,17 @@ def logged_models(run_id: str) -> list[str]:
 
 
 def registered_model(name: str, run_ids: set[str]) -> dict[str, Any] | None:
-    """The newest version of registered model ``name`` logged by one of ``run_ids``, as
-    {name, version, aliases, run_id}; None if the registry holds none (e.g. --no-register)."""
-    try:
-        versions = MlflowClient().search_model_versions(f"name = '{name}'")
-    except Exception:  # no such model
-        return None
-    mine = [v for v in versions if v.run_id in run_ids]
+    """The version of registered model ``name`` that the alias ``champion`` points at, when one of
+    ``run_ids`` logged it, else the newest version one of them logged, as {name, version, aliases,
+    run_id}; None if the registry holds none (e.g. --no-register, or no winner good enough)."""
+    mine = [v for v in _versions(name) if v.run_id in run_ids]
     if not mine:
         return None
-    newest = max(mine, key=lambda v: int(v.version))
+    client = MlflowClient()
     # search_model_versions leaves aliases empty on some stores; the version itself has them
-    aliases = MlflowClient().get_model_version(name, newest.version).aliases
-    return {"name": name, "version": newest.version, "aliases": list(aliases or []), "run_id": newest.run_id}
+    with_aliases = [client.get_model_version(name, v.version) for v in mine]
+    chosen = max(with_aliases, key=lambda v: (CHAMPION_ALIAS in (v.aliases or []), int(v.version)))
+    return {"name": name, "version": chosen.version, "aliases": list(chosen.aliases or []), "run_id": chosen.run_id}
 
 
 def registered_versions(name: str) -> list[str]:
@@ -91,8 +90,20 @@ def registered_versions(name: str) -> list[str]:
 
 
 def register_champion(run_id: str, name: str) -> str:
-    """Register the model run ``run_id`` logged as a new version of ``name`` and point the alias
-    ``champion`` at it (``models:/<name>@champion`` then loads it); the version."""
-    version = mlflow.register_model(model_uri(run_id), name)
-    MlflowClient().set_registered_model_alias(name, CHAMPION_ALIAS, str(version.version))
-    return str(version.version)
+    """Point the alias ``champion`` of registered model ``name`` at the model run ``run_id`` logged
+    (``models:/<name>@champion`` then loads it): the version already registered from that run, if
+    any, else a new version; the version. Confirming the same winner again adds no version."""
+    existing = [v for v in _versions(name) if v.run_id == run_id]
+    if existing:
+        version = str(min(int(v.version) for v in existing))
+    else:
+        version = str(mlflow.register_model(model_uri(run_id), name).version)
+    MlflowClient().set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    return version
+
+
+def _versions(name: str) -> list:
+    try:
+        return list(MlflowClient().search_model_versions(f"name = '{name}'"))
+    except MlflowException:  # no such model, on stores that say so rather than return none
+        return []

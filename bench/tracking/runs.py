@@ -26,8 +26,9 @@ from mlflow.entities import RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from .. import __version__
+from ..dblock import database_lock
 from ..runtime import process_alive
-from .masking import redact
+from ..masking import redact
 
 # Tag keys; "bench." keeps ours apart from MLflow's own "mlflow." tags.
 TAG_VARIANT = "bench.variant"
@@ -64,7 +65,29 @@ EXPERIMENT_KIND = "custom_model_development"
 
 
 def tracking_uri() -> str:
-    return mlflow.get_tracking_uri()
+    """Where runs go, for messages and pages: credentials masked (the raw URI stays inside this room)."""
+    return redact(mlflow.get_tracking_uri())
+
+
+_STORES_OPENED: set[str] = set()
+
+
+def open_store() -> None:
+    """Open MLflow's store for the current tracking URI, once per process, one machine at a time.
+
+    On an empty database MLflow's first call creates its tables (Alembic migrations) and the
+    Default experiment; machines started at the same moment race on that and all but one die on a
+    unique key (``alembic_version``). MLflow caches the store per URI, so opening it once under a
+    PostgreSQL advisory lock is enough: every later call, MLflow's own included, finds it ready.
+    Each function here that a command can start with calls this first.
+    """
+    uri = mlflow.get_tracking_uri()
+    if uri in _STORES_OPENED:
+        return
+    if uri.startswith("postgresql"):
+        with database_lock(uri, "mlflow-schema"):
+            MlflowClient(uri).search_experiments(max_results=1)
+    _STORES_OPENED.add(uri)
 
 
 @functools.cache
@@ -102,6 +125,7 @@ def experiment_id_for(explicit: str | None, default: str) -> str:
     experiment (id 0) the user chose nothing, so the suite's or study's own name wins and
     its runs do not disappear into ``Default``.
     """
+    open_store()
     if explicit:
         return _set_experiment(explicit)
     chosen = os.environ.get("MLFLOW_EXPERIMENT_ID")
@@ -144,6 +168,7 @@ def tracked_run(
     ``MLFLOW_RUN_ID``) a new top-level run becomes a child of that run, so our complete,
     resolved parameters never clash with the entry point's raw ones.
     """
+    open_store()
     launcher = None  # the run `mlflow run` made for its entry point, when it lives elsewhere
     if run_id is None and parent_run_id is None and os.environ.get("MLFLOW_RUN_ID"):
         outer = os.environ.pop("MLFLOW_RUN_ID")
@@ -248,12 +273,14 @@ def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
 
 def find_runs(experiment_ids: list[str] | None = None, filter_string: str = "") -> pd.DataFrame:
     """Runs as a DataFrame (``mlflow.search_runs``), in the given experiments or all of them."""
+    open_store()
     if experiment_ids is None:
         experiment_ids = [e.experiment_id for e in MlflowClient().search_experiments()]
     return mlflow.search_runs(experiment_ids=experiment_ids, filter_string=filter_string, output_format="pandas")
 
 
 def child_runs(parent_run_id: str) -> pd.DataFrame:
+    open_store()
     run = MlflowClient().get_run(parent_run_id)
     return mlflow.search_runs(
         experiment_ids=[run.info.experiment_id],
@@ -263,6 +290,7 @@ def child_runs(parent_run_id: str) -> pd.DataFrame:
 
 
 def get_run(run_id: str):
+    open_store()
     return MlflowClient().get_run(run_id)
 
 
@@ -304,6 +332,7 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
 
 def create_run(experiment_id: str, run_name: str, tags: Mapping[str, str]) -> str:
     """A run that outlives this process (a study's parent): opened here, closed by ``end_run``."""
+    open_store()
     run = MlflowClient().create_run(experiment_id, run_name=run_name, tags={**environment_tags(), **tags})
     return run.info.run_id
 

@@ -1,7 +1,8 @@
 """Which differences are real: rows against the suite's baseline, ours against published numbers,
 and the rounds of ``--seeds auto``. Numbers in, verdicts out: no tracking, no training.
 
-- ``baseline``: better / worse / equivalent within a margin / undecided (Welch, TOST, Holm, power);
+- ``baseline``: better / worse / equivalent within a margin / undecided (Welch or paired t-tests,
+  TOST, one Holm-Shaffer family per suite, power);
 - ``sequential``: seeds where they matter, with alpha split over a fixed maximum of looks;
 - ``sources``: published figures, judged only like for like;
 - ``kinds``: the kinds of verdict.
@@ -14,9 +15,9 @@ from __future__ import annotations
 import importlib
 
 _HOMES = {
-    "baseline": ("ALPHA", "DEFAULT_MARGIN", "against_baseline", "compare", "decide", "holm", "method_note", "seeds_needed",
-                 "welch"),
-    "kinds": ("BASELINE", "BETTER", "EQUIVALENT", "UNDECIDED", "UNJUDGED", "WORSE"),
+    "baseline": ("ALPHA", "DEFAULT_MARGIN", "against_baseline", "compare", "decide", "holm", "holm_shaffer",
+                 "method_note", "paired", "seeds_needed", "welch"),
+    "kinds": ("BASELINE", "BETTER", "EQUIVALENT", "IDENTICAL", "UNDECIDED", "UNJUDGED", "WORSE"),
     "sequential": ("AutoSeeds", "next_round"),
     "sources": ("PROTOCOLS", "WITHIN", "against_source", "curve_metric"),
 }

@@ -1,20 +1,29 @@
-"""Each row against the suite's baseline: better, worse, equivalent within a margin, or undecided.
+"""Each row against a reference (the suite's baseline, or run A of ``bench diff``): better, worse,
+equivalent within a margin, identical, or undecided.
 
-For every row, over its seeds' val accuracies against the baseline's:
+For every row, over its seeds' val accuracies against the reference's:
 
-- *better* / *worse*: Welch's two-sided t-test (``scipy.stats.ttest_ind``, unequal variances);
-- *equivalent within ±margin*: two one-sided Welch tests (TOST) that the difference is above
-  -margin and below +margin, the larger of the two p-values being the TOST p-value;
-- each family of p-values (differences; equivalences) is Holm-corrected over the suite's
-  comparisons at the family-wise level ``alpha / looks``: a suite that looks
-  at its data after each round of seeds (``--seeds auto``) splits alpha over its maximum number
-  of looks, so no round inflates the error rate (``sequential``);
-- a row both significantly different and equivalent is called equivalent: the difference is
-  real but smaller than the margin, which is what the user said matters;
+- *better* / *worse*: a two-sided t-test of the difference: Welch's (``scipy.stats.ttest_ind``,
+  unequal variances) for unpaired seeds, or the paired t-test (``scipy.stats.ttest_1samp`` on the
+  per-seed differences) when both sides ran the same seeds and the caller asks for pairing;
+- *equivalent within ±margin*: two one-sided tests (TOST) of the same kind that the difference is
+  above -margin and below +margin, the larger of the two p-values being the TOST p-value;
+- *identical*: every seed gave the same number on both sides (a rerun on the same machine): no test;
+- **one family for the whole suite**: every row brings two null hypotheses, "no difference" and
+  "a difference of at least the margin", and all of them are corrected together, so the chance of
+  *any* false verdict (better, worse or equivalent, any row) stays at or below ``alpha``. The
+  correction is Holm's step-down with Shaffer's refinement: a row's two nulls exclude each other
+  (a difference cannot be both 0 and at least the margin), so at each step the divisor is the
+  number of rows that can still hold a true null, not the number of hypotheses left. It is never
+  weaker than Holm over the 2m hypotheses, and ``tests/verdicts/test_error_rates.py`` shows that
+  correcting each family on its own (as bench did before) lets a suite with a null row and a row at
+  the margin exceed alpha;
+- a row both significantly different and equivalent is called equivalent: the difference is real
+  but smaller than the margin, which is what the user said matters;
 - an undecided row gets the seeds per side that would likely decide it at the observed spread
   (``statsmodels``' ``TTestIndPower``);
-- a row with non-finite values (a diverged run) is not judged, and neither is any row when the
-  baseline has them: a NaN p-value must never count as a rejection.
+- a row with non-finite values (a failed or diverged run) is not judged, and neither is any row when
+  the reference has them: a NaN p-value must never count as a rejection.
 """
 
 from __future__ import annotations
@@ -28,15 +37,18 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.power import TTestIndPower
 
-from .kinds import BASELINE, BETTER, EQUIVALENT, UNDECIDED, UNJUDGED, WORSE
+from .kinds import BASELINE, BETTER, EQUIVALENT, IDENTICAL, UNDECIDED, UNJUDGED, WORSE
 
 ALPHA = 0.05  # family-wise error rate of one suite's verdicts
 DEFAULT_MARGIN = 0.01  # 1 point of accuracy: the smallest difference that matters, unless the suite says
 POWER = 0.8  # "seeds needed" aims at this chance of deciding
 MAX_SEEDS_SHOWN = 200  # beyond this, "needs > 200": practically undecidable at this spread
+PAIRED, WELCH = "paired", "Welch"
 
 COLUMNS = ["label", "n", "diff", "ci_low", "ci_high", "p", "p_holm", "p_equiv", "p_equiv_holm", "kind", "verdict",
-           "seeds_needed"]
+           "seeds_needed", "test"]
+
+Values = Sequence[float] | pd.Series | Mapping[int, float]
 
 
 def welch(row: np.ndarray, base: np.ndarray, margin: float, confidence: float = 1 - ALPHA) -> dict[str, np.ndarray]:
@@ -50,6 +62,23 @@ def welch(row: np.ndarray, base: np.ndarray, margin: float, confidence: float = 
     below_high = stats.ttest_ind(row - margin, base, axis=-1, equal_var=False, alternative="less")
     return {
         "diff": row.mean(axis=-1) - base.mean(axis=-1),
+        "ci_low": np.asarray(interval.low),
+        "ci_high": np.asarray(interval.high),
+        "p": np.asarray(two_sided.pvalue),
+        "p_equiv": np.maximum(above_low.pvalue, below_high.pvalue),
+    }
+
+
+def paired(row: np.ndarray, base: np.ndarray, margin: float, confidence: float = 1 - ALPHA) -> dict[str, np.ndarray]:
+    """The paired tests of ``row`` against ``base`` (the same seeds, in the same order along the last
+    axis): a one-sample t-test of the per-seed differences, and its TOST (statsmodels' ``ttost_paired``)."""
+    d = np.asarray(row, dtype=float) - np.asarray(base, dtype=float)
+    two_sided = stats.ttest_1samp(d, 0.0, axis=-1)
+    interval = two_sided.confidence_interval(confidence_level=confidence)
+    above_low = stats.ttest_1samp(d + margin, 0.0, axis=-1, alternative="greater")
+    below_high = stats.ttest_1samp(d - margin, 0.0, axis=-1, alternative="less")
+    return {
+        "diff": d.mean(axis=-1),
         "ci_low": np.asarray(interval.low),
         "ci_high": np.asarray(interval.high),
         "p": np.asarray(two_sided.pvalue),
@@ -73,18 +102,53 @@ def holm(p: Sequence[float]) -> np.ndarray:
     return out
 
 
-def decide(p: Sequence[float], p_equiv: Sequence[float], diff: Sequence[float], alpha: float) -> dict[str, list]:
-    """One suite's verdicts from its comparisons' p-values: each family Holm-corrected at ``alpha``."""
-    p_holm, p_equiv_holm = holm(p), holm(p_equiv)
+def holm_shaffer(p: Sequence[float], p_equiv: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Adjusted p-values of every row's two hypotheses, corrected as one family.
+
+    Holm's step-down over all 2m p-values, except that the k-th smallest is multiplied by the number
+    of rows that still have a hypothesis not rejected before it (including it), rather than by the
+    number of hypotheses left: each row holds at most one true null, so that is the most true nulls
+    there can be among what is left (Shaffer 1986). The proof is Holm's: the first true null reached
+    is the smallest true p-value, tested at alpha over at most as many rows as there are true nulls.
+    A NaN p-value counts as 1 (never a rejection).
+    """
+    p = np.nan_to_num(np.asarray(p, dtype=float), nan=1.0)
+    q = np.nan_to_num(np.asarray(p_equiv, dtype=float), nan=1.0)
+    m = len(p)
+    values = np.concatenate([p, q])
+    rows = np.concatenate([np.arange(m), np.arange(m)])
+    order = np.argsort(values, kind="stable")
+    left = np.full(m, 2)  # hypotheses of each row not yet passed in the step-down order
+    adjusted = np.empty(2 * m)
+    running = 0.0
+    for index in order:
+        could_be_true = int((left > 0).sum())
+        running = max(running, min(1.0, could_be_true * values[index]))
+        adjusted[index] = running
+        left[rows[index]] -= 1
+    return adjusted[:m], adjusted[m:]
+
+
+def decide(p: Sequence[float], p_equiv: Sequence[float], diff: Sequence[float], alpha: float,
+           *, one_family: bool = True) -> dict[str, list]:
+    """One suite's verdicts from its comparisons' p-values, corrected as one family at ``alpha``.
+
+    ``one_family=False`` is the old per-family Holm (differences and equivalences each at ``alpha``),
+    kept only so the error-rate simulations can show what it costs."""
+    if one_family:
+        p_holm, p_equiv_holm = holm_shaffer(p, p_equiv)
+    else:
+        p_holm, p_equiv_holm = holm(np.nan_to_num(p, nan=1.0)), holm(np.nan_to_num(p_equiv, nan=1.0))
     kinds = [EQUIVALENT if e <= alpha else (BETTER if d > 0 else WORSE) if q <= alpha else UNDECIDED
              for q, e, d in zip(p_holm, p_equiv_holm, diff)]
-    return {"kind": kinds, "p_holm": p_holm.tolist(), "p_equiv_holm": p_equiv_holm.tolist()}
+    return {"kind": kinds, "p_holm": list(p_holm), "p_equiv_holm": list(p_equiv_holm)}
 
 
 def seeds_needed(diff: float, sd_row: float, sd_base: float, margin: float, alpha: float) -> int | None:
     """Seeds per side that would decide the row with probability ``POWER`` if the observed
     difference and spread were the truth: the fewer of what the difference test and the
-    equivalence test need. None when the spread is zero or the answer exceeds ``MAX_SEEDS_SHOWN``."""
+    equivalence test need. ``sd_base`` 0 with a paired design: ``sd_row`` is the spread of the
+    per-seed differences. None when the spread is zero or the answer exceeds ``MAX_SEEDS_SHOWN``."""
     sd = math.sqrt((sd_row**2 + sd_base**2) / 2)
     if not sd > 0:
         return None
@@ -111,45 +175,66 @@ def verdict_text(kind: str, n: int, margin: float, needed: int | None) -> str:
     return kind
 
 
-def against_baseline(values: Mapping[str, Sequence[float]], baseline: str | None, *, margin: float = DEFAULT_MARGIN,
-                     looks: int = 1, alpha: float = ALPHA) -> pd.DataFrame:
+def against_baseline(values: Mapping[str, Values], baseline: str | None, *, margin: float = DEFAULT_MARGIN,
+                     looks: int = 1, alpha: float = ALPHA, pair: bool = False) -> pd.DataFrame:
     """One row per label (``COLUMNS``). ``values``: each row's per-seed val accuracies (NaN where
-    a run diverged). ``looks``: how many times the suite may look at its data (1 for fixed seeds)."""
+    a run failed or diverged; a ``pd.Series`` or mapping is indexed by seed). ``looks``: how many
+    times the suite may look at its data (1 for fixed seeds). ``pair``: paired tests over the seeds
+    a row shares with the baseline."""
     if baseline is None or baseline not in values:
         reason = "no baseline declared" if baseline is None else f"baseline {baseline!r} has no finished runs"
         return pd.DataFrame([_record(label, len(v), UNJUDGED, reason) for label, v in values.items()], columns=COLUMNS)
     pairs = [(label, row, values[baseline]) for label, row in values.items() if label != baseline]
-    records = {r["label"]: r for r in compare(pairs, margin=margin, alpha=alpha / looks, against="the baseline")}
+    records = {r["label"]: r for r in compare(pairs, margin=margin, alpha=alpha / looks, against="the baseline",
+                                              pair=pair)}
     records[baseline] = _record(baseline, len(values[baseline]), BASELINE, BASELINE, diff=0.0)
     return pd.DataFrame([records[label] for label in values], columns=COLUMNS)
 
 
-def compare(pairs: Sequence[tuple[str, Sequence[float], Sequence[float]]], *, margin: float, alpha: float,
-            against: str = "the reference") -> list[dict[str, Any]]:
-    """Each ``(label, values, reference values)``: the difference of means and its verdict, the
-    comparisons Holm-corrected together at ``alpha`` (one family of differences, one of equivalences)."""
+def _series(values: Values) -> pd.Series:
+    if isinstance(values, pd.Series):
+        return values.astype(float)
+    if isinstance(values, Mapping):
+        return pd.Series(values, dtype=float)
+    return pd.Series(list(values), dtype=float)
+
+
+def compare(pairs: Sequence[tuple[str, Values, Values]], *, margin: float, alpha: float,
+            against: str = "the reference", pair: bool | Sequence[bool] = False) -> list[dict[str, Any]]:
+    """Each ``(label, values, reference values)``: the difference of means and its verdict, all
+    comparisons corrected together at ``alpha`` (``holm_shaffer``). ``pair`` (for all, or one flag per
+    comparison): seed by seed over the seeds both sides ran (values as ``pd.Series`` or mappings
+    indexed by seed), else Welch."""
+    flags = [pair] * len(pairs) if isinstance(pair, bool) else list(pair)
     records, tested = [], []
-    for label, row_values, base_values in pairs:
-        row, base = np.asarray(row_values, dtype=float), np.asarray(base_values, dtype=float)
-        n = min(len(row), len(base))
+    for (label, row_values, base_values), pair in zip(pairs, flags):
+        row_s, base_s = _series(row_values), _series(base_values)
+        if pair:
+            common = row_s.index.intersection(base_s.index, sort=True)
+            row_s, base_s = row_s.loc[common], base_s.loc[common]
+        row, base = row_s.to_numpy(), base_s.to_numpy()
+        n = len(row) if pair else min(len(row), len(base))
+        test = PAIRED if pair else WELCH
         if not np.isfinite(base).all():
-            records.append(_record(label, len(row), UNJUDGED, f"not judged: {against} diverged "
+            records.append(_record(label, len(row), UNJUDGED, f"not judged: {against} failed or diverged "
                                                               f"({int((~np.isfinite(base)).sum())} of {len(base)} runs)"))
         elif not np.isfinite(row).all():
-            records.append(_record(label, len(row), UNJUDGED, f"diverged ({int((~np.isfinite(row)).sum())} of "
-                                                              f"{len(row)} runs): not judged"))
+            records.append(_record(label, len(row), UNJUDGED, f"failed or diverged ({int((~np.isfinite(row)).sum())} "
+                                                              f"of {len(row)} runs): not judged"))
+        elif len(row) and (np.array_equal(row, base) if pair else np.array_equal(np.sort(row), np.sort(base))):
+            records.append(_record(label, len(row), IDENTICAL, "identical (every seed the same)", diff=0.0,
+                                   ci_low=0.0, ci_high=0.0, test=test))
         elif n < 2:
             records.append(_record(label, len(row), UNJUDGED, f"needs 2 seeds per row (has {n})",
-                                   diff=row.mean() - base.mean()))
-        elif np.ptp(row) == 0 and np.ptp(base) == 0:  # no spread: the t statistic is undefined
-            same = row[0] == base[0]
-            records.append(_record(label, len(row), EQUIVALENT if same else UNDECIDED,
-                                   "identical runs" if same else f"undecided ({n} seeds; zero variance)",
-                                   diff=row.mean() - base.mean()))
+                                   diff=float(row.mean() - base.mean()) if n else math.nan))
+        elif (np.ptp(row - base) == 0) if pair else (np.ptp(row) == 0 and np.ptp(base) == 0):
+            records.append(_record(label, len(row), UNDECIDED, f"undecided ({n} seeds; zero variance)",
+                                   diff=float(row.mean() - base.mean()), test=test))
         else:
-            tests = welch(row, base, margin)
+            tests = (paired if pair else welch)(row, base, margin)
+            spread = (float((row - base).std(ddof=1)), 0.0) if pair else (float(row.std(ddof=1)), float(base.std(ddof=1)))
             records.append(_record(label, n, UNDECIDED, "", **{k: float(v) for k, v in tests.items()},
-                                   sd_row=float(row.std(ddof=1)), sd_base=float(base.std(ddof=1))))
+                                   sd_row=spread[0], sd_base=spread[1], test=test))
             tested.append(len(records) - 1)
     if tested:
         decided = decide([records[i]["p"] for i in tested], [records[i]["p_equiv"] for i in tested],
@@ -161,27 +246,29 @@ def compare(pairs: Sequence[tuple[str, Sequence[float], Sequence[float]]], *, ma
             if record["kind"] == UNDECIDED:
                 record["seeds_needed"] = seeds_needed(record["diff"], sd_row, sd_base, margin, alpha / len(tested))
             record["verdict"] = verdict_text(record["kind"], record["n"], margin, record["seeds_needed"])
-    for record, (_, row_values, _) in zip(records, pairs):
-        record["n"] = len(row_values)
     return records
 
 
 def _record(label: str, n: int, kind: str, verdict: str, **numbers: Any) -> dict[str, Any]:
     record = {"label": label, "n": n, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan,
               "p_holm": math.nan, "p_equiv": math.nan, "p_equiv_holm": math.nan, "kind": kind, "verdict": verdict,
-              "seeds_needed": None}
+              "seeds_needed": None, "test": ""}
     record.update(numbers)
     return record
 
 
-def method_note(n_compared: int, margin: float = DEFAULT_MARGIN, looks: int = 1, alpha: float = ALPHA) -> str:
+def method_note(n_compared: int, margin: float = DEFAULT_MARGIN, looks: int = 1, alpha: float = ALPHA,
+                test: str = WELCH) -> str:
     sequential = (f", split over the {looks} looks --seeds auto may take (alpha {alpha / looks:.3g} per look), so "
                   "adding seeds after a look does not inflate the error rate" if looks > 1 else "")
+    how = ("paired t-test over the seeds both ran" if test == PAIRED else "Welch's t-test")
     return (
-        f"Verdicts: val accuracy over seeds against the baseline. Better/worse: Welch's t-test; equivalent: two "
-        f"one-sided Welch tests (TOST) that the difference lies within ±{margin * 100:g} pt. Each family of "
-        f"p-values is Holm-corrected over the {n_compared} comparison(s) of this suite at a family-wise "
-        f"{alpha:.0%}{sequential}. Intervals are per-comparison 95 % CIs of the difference in means. Undecided "
-        f"rows show the seeds per side that would decide them with {POWER:.0%} probability at the observed spread "
-        "(t-test power, statsmodels). One seed gives no verdict; diverged runs are not judged."
+        f"Verdicts: val accuracy over seeds against the baseline. Better/worse: {how}; equivalent: two "
+        f"one-sided tests (TOST) that the difference lies within ±{margin * 100:g} pt. All {2 * n_compared} "
+        f"hypotheses of the {n_compared} comparison(s) form one family, Holm-Shaffer-corrected at a "
+        f"family-wise {alpha:.0%} (any false verdict in the suite){sequential}. Intervals are per-comparison "
+        f"95 % CIs of the difference in means. Undecided rows show the seeds per side that would decide them "
+        f"with {POWER:.0%} probability at the observed spread (t-test power, statsmodels). One seed gives no "
+        "verdict; a row with a failed, diverged or unfinished run is not judged (failures are counted, "
+        "never dropped)."
     )

@@ -4,5 +4,6 @@ BASELINE = "baseline"
 BETTER = "better"
 WORSE = "worse"
 EQUIVALENT = "equivalent"
+IDENTICAL = "identical"  # every seed gave the same number on both sides: no test needed, no error possible
 UNDECIDED = "undecided"
 UNJUDGED = "not judged"

@@ -41,12 +41,22 @@ class AutoSeeds:
         """The most times the suite is judged: the first round and every round that can follow."""
         return 1 + math.ceil((self.max_seeds - self.start) / self.step)
 
+    @property
+    def schedule(self) -> str:
+        """``auto start=3 step=2 max=10``: what a parent run records, and a resume must match."""
+        return f"auto start={self.start} step={self.step} max={self.max_seeds}"
+
+    def seeds_at_look(self, look: int) -> int:
+        """Seeds a row still undecided has at look ``look`` (1-based) of the schedule."""
+        return min(self.start + (look - 1) * self.step, self.max_seeds)
+
 
 def next_round(kinds: Mapping[str, str], seeds: Mapping[str, int], baseline: str, auto: AutoSeeds) -> dict[str, int]:
     """How many seeds each row should have after the next round, for the rows that get more;
     empty when every row is decided or the undecided ones are at ``max_seeds``.
 
-    ``kinds``: each compared row's verdict kind; ``seeds``: how many seeds each row has now.
+    ``kinds``: each compared row's verdict kind; ``seeds``: how many seeds each row was given so far
+    (its planned seeds, finished or not: a failed seed is never replaced by a new one).
     """
     grow = {label: min(seeds[label] + auto.step, auto.max_seeds)
             for label, kind in kinds.items() if label != baseline and kind in UNDECIDED_KINDS}

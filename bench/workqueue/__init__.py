@@ -6,7 +6,7 @@ trial; ``pairs``: a suite's pairs. This room and ``bench.search`` are the only o
 import optuna; nothing here imports suite or search code.
 """
 
-from .pairs import Claim, PairQueue, QueueError
+from .pairs import IN_PROCESS, Claim, PairQueue, QueueError
 from .storage import STORAGE_ENV, is_database, open_storage
 
-__all__ = ["STORAGE_ENV", "Claim", "PairQueue", "QueueError", "is_database", "open_storage"]
+__all__ = ["IN_PROCESS", "STORAGE_ENV", "Claim", "PairQueue", "QueueError", "is_database", "open_storage"]

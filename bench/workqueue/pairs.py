@@ -41,11 +41,18 @@ class Claim:
     trial: optuna.Trial
 
 
+IN_PROCESS = "memory://"  # the queue of a suite run in one process: Optuna's in-memory storage, no file, no lock
+
+
 class PairQueue:
+    """``storage_url``: a journal file, a database, or ``IN_PROCESS`` (a serial suite: the same
+    queue and loop as workers, held in this process's memory)."""
+
     def __init__(self, storage_url: str, study_name: str) -> None:
         self.url = storage_url
         self.name = study_name
-        self.storage = open_storage(storage_url)
+        # "memory://" is a URL no lock applies to (slot_lock locks journal files and PostgreSQL only).
+        self.storage = optuna.storages.InMemoryStorage() if storage_url == IN_PROCESS else open_storage(storage_url)
 
     @property
     def shown_url(self) -> str:

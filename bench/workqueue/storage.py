@@ -13,7 +13,6 @@ public methods (``record_heartbeat``, ``get_trial_id_from_study_id_trial_number`
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 import sys
@@ -27,6 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import tracking
+from ..dblock import database_lock
 from ..runtime import process_alive
 
 # Our own lines say what happened to each trial; Optuna's INFO lines would repeat them.
@@ -90,27 +90,6 @@ def slot_lock(url: str) -> Iterator[None]:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with filelock.FileLock(lock_path):
             yield
-
-
-@contextlib.contextmanager
-def database_lock(url: str, purpose: str) -> Iterator[None]:
-    """A PostgreSQL advisory lock named by the database URL and ``purpose``; a no-op for other URLs."""
-    if not url.startswith("postgresql"):
-        yield
-        return
-    import sqlalchemy
-
-    key = int.from_bytes(hashlib.sha256(f"{purpose}:{url}".encode()).digest()[:7], "big")
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-    finally:
-        engine.dispose()
 
 
 @contextlib.contextmanager

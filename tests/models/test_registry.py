@@ -3,7 +3,9 @@ import torch
 from torch import nn
 
 from bench.data import DATASETS
-from bench.models import InputShape, Knob, VariantError, count_parameters, get_model, get_variant, list_variants, register
+from bench.models import (
+    BUILT_IN, InputShape, Knob, Variant, VariantError, count_parameters, get_model, get_variant, list_variants, register,
+)
 from bench.models._registry import _VARIANTS
 
 SHAPES = {name: info.shape for name, info in DATASETS.items()}
@@ -154,3 +156,19 @@ def test_knob_choices_are_enforced():
     assert knob.check("k", "b") == "b"
     with pytest.raises(VariantError, match="accepted: a, b"):
         knob.check("k", "c")
+
+
+def _needs_a_gpu(shape, width=8):
+    raise RuntimeError("no CUDA device\nfound")  # a message over two lines
+
+
+def test_a_builder_of_yours_that_raises_is_refused_in_one_line_naming_its_source_and_line():
+    mine = Variant("mine", _needs_a_gpu, "mine", "me", {}, source="file /lab/mine.py sha256:0123456789abcdef")
+    line = _needs_a_gpu.__code__.co_firstlineno + 1
+    with pytest.raises(VariantError) as refused:
+        mine.build(SHAPES["mnist"])
+    assert str(refused.value) == ("variant 'mine' (file /lab/mine.py sha256:0123456789abcdef): its builder raised "
+                                  f"RuntimeError: no CUDA device found (at test_registry.py:{line})")
+    # A built-in's builder that raises is bench's bug: its own exception and traceback, not a refusal.
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        Variant("ours", _needs_a_gpu, "ours", "bench", {}, source=BUILT_IN).build(SHAPES["mnist"])

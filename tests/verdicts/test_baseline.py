@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 from statsmodels.stats.weightstats import ttost_ind
@@ -45,7 +46,7 @@ def test_tost_matches_a_hand_worked_example_and_statsmodels():
     assert wide["kind"] == "equivalent" and wide["verdict"] == "equivalent within ±5 pt"
 
 
-def test_holm_correction_takes_back_a_verdict_that_many_comparisons_make_likely():
+def test_one_family_correction_takes_back_a_verdict_that_many_comparisons_make_likely():
     worse = [0.80, 0.81, 0.79]  # clearly below the baseline
     table = against_baseline({"base": B, "a": A, "worse": worse, "same": [0.879, 0.875, 0.881]}, "base")
     table = table.set_index("label")
@@ -53,15 +54,49 @@ def test_holm_correction_takes_back_a_verdict_that_many_comparisons_make_likely(
     assert table.loc["a", "kind"] == "undecided"  # ...but not among 3 comparisons
     assert table.loc["a", "verdict"].startswith("undecided (3 seeds; ~") and table.loc["a", "verdict"].endswith(" needed)")
     assert table.loc["worse", "verdict"] == "worse"
-    # Holm's step-down: the k-th smallest p times (m - k + 1), kept monotone, capped at 1.
-    raw = table.drop("base")["p"].sort_values()
-    expected, running = {}, 0.0
-    for k, (label, p) in enumerate(raw.items()):
-        running = max(running, min(1.0, (len(raw) - k) * p))
-        expected[label] = running
-    for label, p in expected.items():
-        assert table.loc[label, "p_holm"] == pytest.approx(p)
+    # The six p-values (a difference and an equivalence per row) adjusted as one family, by hand:
+    # step k multiplies by the rows that still have a hypothesis not passed (each row holds at most
+    # one true null), kept monotone, capped at 1.
+    rows = table.drop("base")
+    hypotheses = sorted([(p, label, "p_holm") for label, p in rows["p"].items()]
+                        + [(p, label, "p_equiv_holm") for label, p in rows["p_equiv"].items()])
+    left, running = {label: 2 for label in rows.index}, 0.0
+    for p, label, column in hypotheses:
+        running = max(running, min(1.0, sum(n > 0 for n in left.values()) * p))
+        assert table.loc[label, column] == pytest.approx(running)
+        left[label] -= 1
     assert table.loc["base", "verdict"] == "baseline"
+
+
+def test_holm_shaffer_on_a_worked_example_is_never_weaker_than_holm_over_all_hypotheses():
+    from bench.verdicts import holm, holm_shaffer
+
+    # Row 0: a clear difference; row 1: an equivalence and a difference both near 0.05.
+    diff_adj, equiv_adj = holm_shaffer([0.001, 0.04], [0.9, 0.03])
+    # 0.001 x 2 rows; 0.03 x 2 (row 0 still has its equivalence); 0.04 x 2 -> 0.08; 0.9 x 1 (only row 0 left).
+    assert diff_adj.tolist() == pytest.approx([0.002, 0.08]) and equiv_adj.tolist() == pytest.approx([0.9, 0.06])
+    plain = holm([0.001, 0.04, 0.9, 0.03])  # Holm over the 4 hypotheses: x4, x3, x2, x1
+    assert plain.tolist() == pytest.approx([0.004, 0.09, 0.9, 0.09])  # 0.04 x 2 = 0.08, kept monotone
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        p, q = rng.uniform(0, 0.2, 5), rng.uniform(0, 1, 5)
+        d, e = holm_shaffer(p, q)
+        assert (np.concatenate([d, e]) <= holm(np.concatenate([p, q])) + 1e-12).all()
+
+
+def test_paired_tests_are_scipys_and_statsmodels():
+    from statsmodels.stats.weightstats import ttost_paired
+
+    from bench.verdicts import paired
+
+    row, base = np.array([0.91, 0.93, 0.90, 0.92]), np.array([0.90, 0.915, 0.885, 0.90])
+    tests = paired(row, base, margin=0.02)
+    assert float(tests["p"]) == pytest.approx(stats.ttest_rel(row, base).pvalue)
+    assert float(tests["p_equiv"]) == pytest.approx(ttost_paired(row, base, -0.02, 0.02)[0])
+    table = against_baseline({"base": pd.Series(base, index=[3, 4, 5, 6]),
+                              "row": pd.Series(row[::-1], index=[6, 5, 4, 3])}, "base", pair=True)
+    judged = table.set_index("label").loc["row"]
+    assert judged["test"] == "paired" and judged["p"] == pytest.approx(stats.ttest_rel(row, base).pvalue)  # by seed
 
 
 def test_holm_is_statsmodels_holm(monkeypatch):
@@ -97,17 +132,21 @@ def test_one_seed_gives_no_verdict_rather_than_a_false_one():
 
 def test_no_baseline_and_identical_runs():
     assert set(against_baseline({"a": A, "b": B}, None)["verdict"]) == {"no baseline declared"}
-    same = against_baseline({"base": [0.9, 0.9], "twin": [0.9, 0.9]}, "base").set_index("label")
-    assert same.loc["twin", "verdict"] == "identical runs"
+    same = against_baseline({"base": [0.9, 0.91], "twin": [0.91, 0.9]}, "base").set_index("label")
+    assert same.loc["twin", "kind"] == "identical" and same.loc["twin", "verdict"] == "identical (every seed the same)"
+    # Paired, the same numbers on other seeds are not identical.
+    swapped = against_baseline({"base": pd.Series([0.9, 0.91]), "twin": pd.Series([0.91, 0.9])}, "base", pair=True)
+    assert swapped.set_index("label").loc["twin", "kind"] != "identical"
 
 
 def test_a_nan_is_never_a_verdict():
     # A NaN p-value used to count as a rejection in the multiple-test correction: "worse".
     table = against_baseline({"base": B, "nan": [0.9, math.nan, 0.88], "a": A}, "base").set_index("label")
-    assert table.loc["nan", "kind"] == "not judged" and table.loc["nan", "verdict"] == "diverged (1 of 3 runs): not judged"
+    assert table.loc["nan", "kind"] == "not judged"
+    assert table.loc["nan", "verdict"] == "failed or diverged (1 of 3 runs): not judged"
     assert table.loc["a", "kind"] == "better"  # one comparison left: the diverged row is not in the family
     broken_base = against_baseline({"base": [0.9, math.inf, 0.88], "a": A}, "base").set_index("label")
-    assert broken_base.loc["a", "kind"] == "not judged" and "baseline diverged" in broken_base.loc["a", "verdict"]
+    assert broken_base.loc["a", "kind"] == "not judged" and "the baseline failed or diverged" in broken_base.loc["a", "verdict"]
 
 
 def test_seeds_needed_decide_the_row_about_as_often_as_promised():

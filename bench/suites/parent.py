@@ -1,0 +1,225 @@
+"""A suite's MLflow runs: the parent run and its children, one per row x seed.
+
+Which parent a resume re-opens, which pairs were tried and what became of them, which were
+interrupted and can continue from a checkpoint, the child run of one pair, and what the parent
+records so that anyone (a resume, another machine, a report) judges its runs as the command did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from .. import checkpoint as ckpt
+from .. import tracking
+from ..config import TrainConfig
+from ..data import DataSplits
+from ..models import describe_variant
+from ..runner import run_tracked
+from ..train import load_data
+from .rounds import TAG_ROUND, Rounds
+from .spec import TAG_LOOKS, TAG_MARGIN, TAG_ROWS, TAG_SETTINGS, Row, Suite, SuiteError, settings_digest, settings_of
+from .summary import pair_outcomes, summarize
+
+
+@dataclasses.dataclass
+class SuiteOutcome:
+    parent_run_id: str
+    summary: pd.DataFrame
+    ran: int  # pairs trained by this process (and the workers it started)
+    skipped: int  # pairs found FINISHED when it started
+    failed: list[str]
+    finished: int = 0  # pairs of the plan FINISHED under the parent, by anyone
+    total: int = 0  # pairs of the plan
+    stop_reason: str = ""  # why --seeds auto stopped adding seeds
+
+    def line(self) -> str:
+        """``4 trained here, 0 skipped as finished; 8 of 8 pairs finished``."""
+        return (f"{self.ran} trained here, {self.skipped} skipped as finished; {self.finished} of {self.total} "
+                f"pairs finished")
+
+
+class SuiteFailed(RuntimeError):
+    def __init__(self, parent_run_id: str, failed: list[str], summary: pd.DataFrame) -> None:
+        shown = ", ".join(failed[:6]) + (f" and {len(failed) - 6} more" if len(failed) > 6 else "")
+        super().__init__(f"{len(failed)} run(s) did not finish: {shown} (parent run {parent_run_id})")
+        self.parent_run_id = parent_run_id
+        self.failed = failed
+        self.summary = summary
+
+
+def pair_name(row: Row, config: TrainConfig) -> str:
+    return f"{row.label} seed={config.seed}"
+
+
+def suite_tags(suite: Suite, profile: str) -> dict[str, str]:
+    return {
+        tracking.TAG_KIND: "suite",
+        tracking.TAG_SUITE: suite.name,
+        tracking.TAG_PROFILE: profile,
+        tracking.TAG_DATASET: suite.dataset,
+    }
+
+
+def parent_tags(suite: Suite, profile: str) -> dict[str, str]:
+    profile_note = suite.profiles[profile].get("description", "")
+    return {**suite_tags(suite, profile), tracking.TAG_NOTE: f"{suite.description} Profile {profile}: {profile_note}".strip()}
+
+
+def child_tags(suite: Suite, profile: str, row: Row, seed: int) -> dict[str, str]:
+    # Label and seed from the start: a run killed before its first epoch still says which pair it was.
+    return {**suite_tags(suite, profile), tracking.TAG_KIND: "run", tracking.TAG_LABEL: row.label,
+            tracking.TAG_SEED: str(seed),
+            tracking.TAG_NOTE: f"{describe_variant(row.variant)} Suite {suite.name}: {suite.description}"}
+
+
+def find_parent(suite: Suite, profile: str, resume: str | bool, experiment_id: str,
+                nested_under: str | None = None) -> str | None:
+    """The parent run a resume re-opens: the one given, else the latest of this suite and profile
+    (under ``nested_under`` when given)."""
+    if not resume:
+        return None
+    if isinstance(resume, str):
+        run = tracking.get_run(resume)
+        if run.data.tags.get(tracking.TAG_SUITE) != suite.name:
+            raise SuiteError(f"run {resume} is not a parent run of suite {suite.name!r}")
+        return resume
+    nested = f" and tags.`{tracking.PARENT_TAG}` = '{nested_under}'" if nested_under else ""
+    runs = tracking.find_runs(
+        [experiment_id],
+        f"tags.`{tracking.TAG_KIND}` = 'suite' and tags.`{tracking.TAG_SUITE}` = '{suite.name}' "
+        f"and tags.`{tracking.TAG_PROFILE}` = '{profile}'{nested}",
+    )
+    if runs.empty:
+        return None  # nothing to resume: start a fresh parent
+    return str(runs.sort_values("start_time").iloc[-1]["run_id"])
+
+
+def open_parent(suite: Suite, profile: str, experiment_id: str, parent_id: str | None,
+                nested_under: str | None = None) -> str:
+    """Create the suite's parent run (a child of ``nested_under`` when given), or mark the one being
+    resumed RUNNING again."""
+    if parent_id is None:
+        tags = parent_tags(suite, profile) | ({tracking.PARENT_TAG: nested_under} if nested_under else {})
+        parent_id = tracking.create_run(experiment_id, f"{suite.name} [{profile}]", tags)
+        tracking.adopt_launcher(parent_id, f"{suite.name} [{profile}]")
+    else:
+        tracking.reopen_run(parent_id)
+    return parent_id
+
+
+def finished_pairs(parent_id: str) -> set[tuple[str, int]]:
+    children = tracking.child_runs(parent_id)
+    if children.empty:
+        return set()
+    finished = children[children["status"] == "FINISHED"]
+    return {(r[f"tags.{tracking.TAG_LABEL}"], int(r[f"tags.{tracking.TAG_SEED}"])) for _, r in finished.iterrows()}
+
+
+def interrupted_pairs(parent_id: str) -> dict[tuple[str, int], str]:
+    """(label, seed) -> the latest child run that was interrupted (killed, Ctrl-C, process died),
+    not failed by an error of its own: those are worth continuing from a checkpoint."""
+    children = tracking.child_runs(parent_id)
+    if children.empty:
+        return {}
+    error = children.get(f"tags.{tracking.TAG_ERROR}", pd.Series("", index=children.index)).fillna("")
+    stopped = children[(children["status"] == "KILLED") | error.str.startswith(("stale", "interrupted"))]
+    pairs: dict[tuple[str, int], str] = {}
+    for _, r in stopped.sort_values("start_time").iterrows():
+        pairs[(r[f"tags.{tracking.TAG_LABEL}"], int(r[f"tags.{tracking.TAG_SEED}"]))] = r["run_id"]
+    return pairs
+
+
+def data_for(config: TrainConfig, cache: dict[tuple, DataSplits]) -> DataSplits:
+    """The config's splits, loaded once per distinct data setting."""
+    key = (config.dataset, config.data_dir, config.split_seed, config.val_fraction, config.val_from_test, config.max_train_samples)
+    if key not in cache:
+        cache[key] = load_data(config)
+    return cache[key]
+
+
+def train_pair(suite: Suite, profile: str, row: Row, config: TrainConfig, parent_id: str, callbacks: list,
+               resume_id: str | None, data: DataSplits, echo: Callable[[str], None], *, progress: bool | None,
+               log_models: bool, checkpoints: Any) -> Any:
+    """One row x seed as a child run (continuing ``resume_id`` from its checkpoint when given); its result."""
+    name = pair_name(row, config)
+    kwargs = dict(callbacks=callbacks, run_name=name, tags=child_tags(suite, profile, row, config.seed),
+                  parent_run_id=parent_id, data=data, progress=progress, log_model=log_models, checkpoints=checkpoints)
+    try:
+        _, result = run_tracked(config, resume_run_id=resume_id, **kwargs)
+    except ckpt.CheckpointError as exc:
+        if resume_id is None:
+            raise
+        echo(f"    cannot resume ({exc}); training it again as a new run")
+        _, result = run_tracked(config, **kwargs)
+    seconds = sum(m.epoch_time_s for m in result.history)
+    test = "test not evaluated" if result.test_acc is None else f"test acc {result.test_acc:.4f}"
+    echo(f"    {name}: val acc {result.final.val_acc:.4f}, {test}, "
+         f"{len(result.history)} epochs in {seconds:.1f} s")
+    return result
+
+
+def log_summary(parent_id: str, suite: Suite, margin: float, rounds: Rounds) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The summary of every pair of the rounds so far (failed and unfinished ones counted, never
+    dropped), logged on the parent (summary.csv and .txt); also the pairs' outcomes."""
+    outcomes = pair_outcomes(tracking.child_runs(parent_id))
+    summary = summarize(outcomes, suite, margin=margin, looks=rounds.looks, planned=rounds.round_seeds)
+    tracking.log_table(parent_id, summary, "summary")
+    tracking.log_metrics(parent_id, {"children_finished": float(summary["n_seeds"].sum()) if len(summary) else 0.0})
+    return summary, outcomes
+
+
+def planned_of(tags: Mapping[str, str]) -> dict[str, list[int]] | None:
+    """Each row's planned seeds as a parent recorded them (None for parents from before bench did)."""
+    text = tags.get(TAG_ROUND)
+    return {k: [int(s) for s in v] for k, v in json.loads(text).items()} if text else None
+
+
+def record_on_parent(parent_id: str, suite: Suite, rows: Sequence[str] | None, margin: float, rounds: Rounds,
+                     plan: Sequence[tuple[Row, TrainConfig]]) -> None:
+    """What the report needs to judge the parent's runs as this command did: the suite file (logged
+    again on resume: references and notes are read from this copy), the rows, the margin, the design
+    and its looks, and the digest of the settings its runs are trained under."""
+    tracking.log_artifact_text(parent_id, suite.path.name, suite.text)
+    tags = {TAG_MARGIN: f"{margin:g}", TAG_SETTINGS: settings_digest(plan), **rounds.tags()}
+    if rows:
+        tags[TAG_ROWS] = ",".join(rows)
+    tracking.set_tags(parent_id, tags)
+
+
+def looks_of(tags: Mapping[str, str]) -> int:
+    return int(tags.get(TAG_LOOKS) or 1)
+
+
+def check_same_settings(parent_id: str, plan: Sequence[tuple[Row, TrainConfig]]) -> None:
+    """Refuse to resume a parent whose runs were trained under other settings than ``plan``'s: a pair
+    FINISHED under 1 epoch must never count as done for a command that asks for 3."""
+    children = tracking.child_runs(parent_id)
+    if children.empty:
+        return
+    wanted = {row.label: settings_of(config) for row, config in plan}
+    differ: dict[tuple[str, str], str] = {}
+    for _, child in children[children["status"].isin(["FINISHED", "KILLED", "FAILED"])].iterrows():
+        label = child.get(f"tags.{tracking.TAG_LABEL}")
+        if label not in wanted or _missing(child.get("params.variant")):
+            continue  # another row, or a run killed before it logged its config
+        for key, value in wanted[label].items():
+            logged = child.get(f"params.{key}")
+            if key != "seed" and (key, label) not in differ and logged != tracking.param_text(value):
+                shown = "not logged" if _missing(logged) else logged
+                differ[(key, label)] = f"{label}: {key} = {shown} in its runs, {tracking.param_text(value)} now"
+    if differ:
+        raise SuiteError(
+            f"--resume: parent run {parent_id} holds runs trained under other settings than this command's: "
+            f"{'; '.join(list(differ.values())[:8])}{' ...' if len(differ) > 8 else ''}. Resume with the same "
+            "settings, or leave out --resume to start a new parent run."
+        )
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
