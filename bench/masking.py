@@ -77,7 +77,7 @@ def redact(text: object) -> str:
         return text
     text = _TOKEN.sub(_mask_userinfo, text)
     text = _QUERY_PAIR.sub(lambda m: _masked(m, secret_name(m["name"], query=True)), text)
-    text = _FREE_PAIR.sub(lambda m: _masked(m, secret_name(m["name"], query=False)), text)
+    text = _FREE_PAIR.sub(_free_pair, text)
     text = _QUOTED_PAIR.sub(lambda m: _masked(m, secret_name(m["name"], query=False), quote=m["q"]), text)
     return _AUTHORIZATION.sub(lambda m: f"{m['head']}{MASK}", text)
 
@@ -97,6 +97,17 @@ def secret_name(name: str, *, query: bool) -> bool:
     if any(fragment in compact for fragment in SECRET_FRAGMENTS):
         return True
     return bool(set(words) & (QUERY_SECRET_WORDS if query else _FREE_TEXT_WORDS))
+
+
+def _free_pair(match: re.Match) -> str:
+    """``name=value``: the value masked when the name is a secret's; a quoted value of another name
+    (``dsn='host=db password=x'``) is a text of its own, masked inside."""
+    if secret_name(match["name"], query=False):
+        return _masked(match, True)
+    value = match["secret"]
+    if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]:
+        return f"{match['head']}{value[0]}{redact(value[1:-1])}{value[0]}"
+    return match.group(0)
 
 
 def _masked(match: re.Match, secret: bool, quote: str = "") -> str:

@@ -393,3 +393,33 @@ def test_a_confirmation_trained_under_other_settings_is_started_again_not_resume
     assert resuming(train, lines.append) == "a new confirmation" and calls == [True, False]
     assert lines[0].startswith("not resuming the earlier confirmation, trained under other settings")
     assert "split_seed = 0 in its runs, 1 now" in said(lines) and max(map(len, lines)) <= 100
+
+
+def test_a_confirmation_run_that_fails_leaves_its_config_unjudged_and_the_search_goes_on(tmp_path, monkeypatch):
+    import bench.suites.workers as workers_module
+
+    spec = load_study(write_study(tmp_path, "confirm-a-failure", n_trials=2, batch=10, lr=(0.03, 0.08), width=(6, 8),
+                                  seeds=2, baseline=STALLED, val_fraction=0.02))
+    real = workers_module.train_pair
+    failing: list[str] = []
+
+    class Nan:
+        def on_epoch_end(self, metrics):
+            raise RuntimeError("loss became nan")
+
+    def train_pair(suite, profile, row, config, parent_id, callbacks, *args, **kwargs):
+        if suite.name.endswith("confirmation") and row.label.startswith("trial") and config.seed == 2 and not failing:
+            failing.append(row.label)  # one run of the top config fails, as a NaN at a fresh seed would
+            callbacks = [*callbacks, Nan()]
+        return real(suite, profile, row, config, parent_id, callbacks, *args, **kwargs)
+
+    monkeypatch.setattr(workers_module, "train_pair", train_pair)
+    lines: list[str] = []
+    for attempt in range(2):  # the search, then the same command again: neither stops at the failure
+        outcome = run_search(spec, storage=str(tmp_path / "f.journal"), echo=lines.append)
+        result = outcome.confirmation
+        summary = result.summary.set_index("label")
+        assert summary.loc[failing[0], "verdict"] == "not judged: 1 of 2 runs failed"
+        assert result.winner is not None and result.winner.label != failing[0]  # a judged config comes first
+        assert summary.loc[result.winner.label, "verdict_kind"] == "better"
+    assert "the confirmation ended with runs that did not finish" in said(lines)

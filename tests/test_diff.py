@@ -116,8 +116,26 @@ def test_runs_of_different_plans_are_refused_naming_the_difference_unless_allowe
     assert "Plans differ (compared because --allow-other-plans was given)" in out and differs in out
     if other == "other-lr":  # lr x 100: softmax's loss explodes in B, and that fails the gate
         assert code == 1 and "B is worse than A or broken in: softmax (B: " in out and "diverged" in out
-    else:  # seeds 0,1 against 0,1,2: not paired, Welch
-        assert "Welch's t-test" in out
+    else:  # seeds 0,1 against 0,1,2: seed by seed over the two both ran
+        assert "seed by seed (paired t-test, paired TOST)" in out and "Welch" not in out
+
+
+def test_two_runs_of_one_seeds_auto_schedule_are_one_plan_whatever_seeds_each_ended_with():
+    import pandas as pd
+
+    from bench.suites.diff import Side, plan_differences
+    from bench.suites.summary import pair_outcomes
+
+    def side(design: str, seeds: list[int]) -> Side:
+        return Side("0" * 32, "s", "quick", pair_outcomes(pd.DataFrame()), {"net": seeds}, None, 0.01, "cifar2", design)
+
+    auto = "auto start=3 step=2 max=9; margin 0.01; rows net"
+    assert plan_differences(side(auto, [0, 1, 2, 3, 4]), side(auto, [0, 1, 2])) == []
+    other = "auto start=3 step=2 max=7; margin 0.01; rows net"
+    assert plan_differences(side(auto, [0, 1, 2]), side(other, [0, 1, 2, 3, 4])) == ["net: seeds A 0,1,2, B 0,1,2,3,4"]
+    fixed = "seeds 0,1,2; margin 0.01; rows net"
+    assert plan_differences(side(fixed, [0, 1, 2]), side("seeds 0,1; margin 0.01; rows net", [0, 1])) == [
+        "net: seeds A 0,1,2, B 0,1"]
 
 
 def test_suites_are_named_by_their_latest_parents_and_bad_names_are_usage_errors(runs, capsys):

@@ -242,6 +242,9 @@ def test_stale_children_are_the_ones_whose_process_died():
     (r"host=db password='it\'s hunter2' port=5432", "hunter2", "host=db password=*** port=5432"),
     (r"host=db password=hun\ ter2 port=5432", "ter2", "host=db password=*** port=5432"),
     ("connection failed (host=db sslpassword=hunter2).", "hunter2", "(host=db sslpassword=***)."),
+    # A libpq string quoted inside another value (a repr, a keyword argument) is masked inside.
+    ("Connection(dsn='host=db user=u password=hunter2')", "hunter2", "Connection(dsn='host=db user=u password=***')"),
+    ('conninfo="host=db password=hunter2"', "hunter2", 'conninfo="host=db password=***"'),
     # Quoted mappings (a JSON body, a dict in an error) and HTTP headers.
     ('{"username": "bench-worker", "password": "hunter2"}', "hunter2",
      '{"username": "bench-worker", "password": "***"}'),

@@ -17,6 +17,9 @@ from . import charts
 from .pages import Report, ReportError, RunLinks, data_uri, definition, environment, is_missing, mean_std, render
 
 CONFIRMATION = "confirmation.json"  # logged on the study's parent by bench.search.confirm
+# The study's one test measurement, as bench.search.confirm records it on the study's parent: the record
+# of what happened, where confirmation.json is what the last machine to finish wrote.
+TAG_TEST_MEASURED = "bench.test_measured"
 
 
 def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> Report:
@@ -51,7 +54,7 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
     link = RunLinks(ui_url, parent.info.experiment_id)
     states = trials["state"].value_counts().to_dict()
     tags = parent.data.tags
-    confirmation = _confirmation(read(CONFIRMATION) if CONFIRMATION in artifacts else None, link)
+    confirmation = _confirmation(read(CONFIRMATION) if CONFIRMATION in artifacts else None, link, tags)
     run_ids = set(children["run_id"]) | set(confirmation.get("labels", {}))
     registered = _registered(name, run_ids, link)
     if registered and confirmation:
@@ -86,7 +89,7 @@ def _best(best: dict[str, Any], metric: str) -> dict[str, Any] | None:
             "params": json.dumps(best.get("params", {}))}
 
 
-def _confirmation(record: dict[str, Any] | None, link: RunLinks) -> dict[str, Any]:
+def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str, str]) -> dict[str, Any]:
     """The confirmation of the search's winner, as the page shows it: one line per config (search val,
     confirmed val, the winner's-curse gap, verdicts against the baseline and the winner)."""
     if not record:
@@ -117,7 +120,7 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks) -> dict[str, An
             "winner": label == record.get("winner"),
         })
     winner = record.get("winner")
-    test = record.get("winner_test") or {}
+    test = json.loads(tags[TAG_TEST_MEASURED]) if tags.get(TAG_TEST_MEASURED) else record.get("winner_test") or {}
     return {
         "rows": rows, "seeds": record["seeds"], "baseline": record["baseline"], "winner": winner,
         "winner_verdict": summary.loc[winner, "verdict"] if winner in summary.index else "",

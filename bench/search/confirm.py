@@ -49,7 +49,8 @@ from .. import tracking
 from ..runner import evaluate_test_after_selection
 from ..suites import Suite, SuiteError, SuiteFailed, load_suite, run_suite, run_suite_workers
 from ..suites.spec import settings_of
-from ..verdicts import BETTER, EQUIVALENT, UNDECIDED, UNJUDGED, WORSE, against_baseline
+from ..suites.summary import FINISHED, pair_outcomes
+from ..verdicts import BETTER, EQUIVALENT, IDENTICAL, UNDECIDED, UNJUDGED, WORSE, against_baseline
 from ..workqueue import is_database
 from .spec import SearchError, StudySpec
 
@@ -64,7 +65,7 @@ TAG_TEST_AFTER = "bench.test_after_selection"  # on runs whose test accuracy was
 # confirmation run, times) and, readable in the UI, its trial number.
 TAG_TEST_MEASURED = "bench.test_measured"
 TAG_TEST_TRIAL = "bench.test_measured_trial"
-CHAMPION_KINDS = (BETTER, EQUIVALENT)  # the verdicts against the baseline that make a champion
+CHAMPION_KINDS = (BETTER, EQUIVALENT, IDENTICAL)  # the verdicts against the baseline that make a champion
 AGAINST = {WORSE: "worse than", UNDECIDED: "undecided against", UNJUDGED: "not judged against"}
 
 
@@ -220,10 +221,15 @@ def run_confirmation(
             return run_suite(suite, PROFILE, **common, **kwargs)
     try:
         outcome = resuming(train, echo)
+        confirm_id, summary = outcome.parent_run_id, outcome.summary
     except SuiteFailed as exc:
-        raise SearchError(f"the confirmation did not finish: {exc}") from None
-    tracking.set_tags(outcome.parent_run_id, {TAG_CONFIRMS: spec.name})
-    judge = _Judge(spec, suite, chosen, seed_list, outcome.parent_run_id, outcome.summary, parent_id, previous,
+        # A run that failed (a NaN at a fresh seed) is a finding about its config, not a reason to stop:
+        # its row is listed with the failure and not judged, and the others are judged as usual. A re-run
+        # resumes this confirmation, whose judged runs are final, and ends here again.
+        say(echo, f"the confirmation ended with runs that did not finish ({exc}); their configs are not judged")
+        confirm_id, summary = exc.parent_run_id, exc.summary
+    tracking.set_tags(confirm_id, {TAG_CONFIRMS: spec.name})
+    judge = _Judge(spec, suite, chosen, seed_list, confirm_id, summary, parent_id, previous,
                    register, retest, claim, echo)
     return judge.run()
 
@@ -261,9 +267,13 @@ class _Judge:
         spec, by_label = self.spec, self.summary.set_index("label")
         means = {c.label: float(by_label.loc[c.label, "val_acc_mean"])
                  for c in self.chosen if c.label in by_label.index}
-        # A row without a finite mean (its runs diverged) cannot win; ties go to the earlier trial.
+        # A row without a finite mean (no measured run) cannot win; a row with runs that failed or diverged
+        # (not judged) comes after every judged one, so it never takes the place of a config that holds;
+        # ties go to the earlier trial.
+        judged = {c.label: int(by_label.loc[c.label, "failed"] + by_label.loc[c.label, "diverged"]
+                               + by_label.loc[c.label, "unfinished"]) == 0 for c in self.chosen if c.label in means}
         ranked = sorted((c for c in self.chosen if c.label in means and math.isfinite(means[c.label])),
-                        key=lambda c: (-means[c.label], c.trial))
+                        key=lambda c: (not judged[c.label], -means[c.label], c.trial))
         result = Confirmation(self.confirm_id, self.chosen, self.suite.baseline, self.seeds, self.summary,
                               pd.DataFrame(), ranked[0] if ranked else None, {},
                               split_seed=spec.confirmation_split_seed, trials_split_seed=spec.split_seed)
@@ -276,7 +286,7 @@ class _Judge:
         kind = row["verdict_kind"] if isinstance(row["verdict_kind"], str) else UNJUDGED
         result.verdict_kind, result.beats_baseline = kind, kind == BETTER
         children = tracking.child_runs(self.confirm_id)
-        values = {c.label: _runs_of(children, c.label)["metrics.val_acc"].astype(float).tolist() for c in ranked}
+        values = {c.label: _measured(children, c.label) for c in ranked}
         result.versus_winner = against_baseline(values, winner.label, margin=self.suite.margin)
         say(self.echo, f"confirmed winner: {winner.label}, {spec.metric} {row['val_acc_mean']:.4f} ± "
                        f"{row['val_acc_std']:.4f} over {len(self.seeds)} fresh seeds ({winner.value:.4f} in the "
@@ -398,6 +408,16 @@ def _measured_under(children: pd.DataFrame, chosen: list[Candidate]) -> dict[str
     winner = Candidate(label, trial, {}, math.nan, None)
     return _test_record(winner, runs["metrics.test_acc"].astype(float).tolist(), runs,
                         str(runs[f"tags.{tracking.PARENT_TAG}"].iloc[0]), times=1)
+
+
+def _measured(children: pd.DataFrame, label: str) -> pd.Series:
+    """A config's confirmation val per seed: NaN for a run that failed, diverged or did not finish, so a
+    comparison with it is not judged on its survivors."""
+    outcomes = pair_outcomes(children)
+    runs = outcomes[outcomes[f"tags.{tracking.TAG_LABEL}"] == label]
+    return pd.Series({int(seed): float(value) if state == FINISHED else math.nan for seed, value, state in
+                      zip(runs["seed"], runs.get("metrics.val_acc", pd.Series(math.nan, index=runs.index)),
+                          runs["pair_state"])}, dtype=float)
 
 
 def _runs_of(children: pd.DataFrame, label: str) -> pd.DataFrame:

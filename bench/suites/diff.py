@@ -31,6 +31,7 @@ from ..verdicts import (
     ALPHA, BETTER, DEFAULT_MARGIN, EQUIVALENT, IDENTICAL, UNDECIDED, UNJUDGED, WORSE, compare,
 )
 from .parent import planned_of
+from .rounds import TAG_DESIGN
 from .spec import TAG_MARGIN, Suite, SuiteError, parse_suite
 from .summary import DIVERGED, FAILED, FINISHED, WIDTH, _grouped, fit, pair_outcomes, percent, points
 
@@ -39,8 +40,9 @@ TARGET = re.compile(r"^(?P<name>[^:~]+)(:(?P<profile>[^~]+))?(~(?P<back>\d+))?$"
 FASTER, SLOWER = "faster", "slower"
 BROKEN = "broken"  # missing, failed, diverged or unfinished in B and not in A: a regression, not a statistic
 DEFAULT_TIME_MARGIN = 0.05  # seconds per epoch within ±5 % count as the same speed
-# Params that do not change a number: where and how fast a run ran, and the seed (compared on its own).
-NOT_PLAN = (*NOT_IDENTITY, "seed")
+# Params that are not the plan: where and how fast a run ran, the seed (compared on its own), and what
+# the code makes of the plan (a model's size is what a code change may change, and diff compares).
+NOT_PLAN = (*NOT_IDENTITY, "seed", "num_parameters")
 
 
 @dataclasses.dataclass
@@ -53,6 +55,7 @@ class Side:
     suite: Suite | None  # as logged with the parent
     margin: float  # the margin the suite was judged with
     dataset: str = ""
+    design: str = ""  # the seeds design the parent recorded (bench.seeds_design), "" for older parents
 
     @property
     def title(self) -> str:
@@ -137,12 +140,12 @@ def resolve(target: str) -> Side:
     label_tag = f"tags.{tracking.TAG_LABEL}"
     planned = planned_of(tags) or {label: sorted(group["seed"]) for label, group in outcomes.groupby(label_tag)}
     wanted = {(label, seed) for label, seeds in planned.items() for seed in seeds}
-    outcomes = outcomes[[(label, seed) in wanted for label, seed in zip(outcomes.get(label_tag, []),
-                                                                        outcomes.get("seed", []))]]
+    keep = [(label, int(seed)) in wanted for label, seed in zip(outcomes[label_tag], outcomes["seed"])]
+    outcomes = outcomes.loc[pd.Series(keep, index=outcomes.index, dtype=bool)]
     suite = _suite_of(run.info.run_id)
     margin = float(tags.get(TAG_MARGIN) or (suite.margin if suite else DEFAULT_MARGIN))
     return Side(run.info.run_id, tags.get(tracking.TAG_SUITE, "?"), tags.get(tracking.TAG_PROFILE, "?"), outcomes,
-                planned, suite, margin, tags.get(tracking.TAG_DATASET, ""))
+                planned, suite, margin, tags.get(tracking.TAG_DATASET, ""), tags.get(TAG_DESIGN, ""))
 
 
 def _suite_of(parent_id: str) -> Suite | None:
@@ -168,9 +171,15 @@ def plan_differences(a: Side, b: Side) -> list[str]:
             for key in sorted(set(sa) | set(sb)):
                 if sa.get(key) != sb.get(key):
                     differ.append(f"{label}: {key} A {sa.get(key, 'not set')}, B {sb.get(key, 'not set')}")
-        if a.planned[label] != b.planned[label]:
+        # --seeds auto: the seeds each row ends with depend on its data; the same schedule is the same plan.
+        same_schedule = a.design.startswith("auto ") and _schedule(a.design) == _schedule(b.design)
+        if a.planned[label] != b.planned[label] and not same_schedule:
             differ.append(f"{label}: seeds A {_seeds(a.planned[label])}, B {_seeds(b.planned[label])}")
     return differ
+
+
+def _schedule(design: str) -> str:
+    return design.split(";", 1)[0]
 
 
 def _seeds(seeds: list[int]) -> str:
@@ -200,8 +209,9 @@ def diff(a: Side, b: Side, *, margin: float | None = None, seconds: bool = False
         else:
             judgeable.append(label)
         records[label] = record
-    # Seed by seed where both ran the same seeds; all rows in one family either way.
-    same_seeds = [a.planned[label] == b.planned[label] for label in judgeable]
+    # Seed by seed over the seeds both ran (all of them, or those two --seeds auto runs share), when
+    # there are at least two; all rows in one family either way.
+    same_seeds = [len(set(a.planned[label]) & set(b.planned[label])) >= 2 for label in judgeable]
     judged = {r["label"]: r for r in compare(
         [(label, b.values(label, "val_acc"), a.values(label, "val_acc")) for label in judgeable],
         margin=margin, alpha=alpha, against="A", pair=same_seeds)}
@@ -243,7 +253,7 @@ def failures(table: pd.DataFrame, fail_on: str) -> list[str]:
     for _, r in table.iterrows():
         if fail_on in ("worse", "any") and r.get("kind") == WORSE:
             bad.append(f"{r['label']} (val accuracy worse: {points(r['diff'], r['ci_low'], r['ci_high'])} pt)")
-        if fail_on in ("worse", "any") and r.get("kind") == BROKEN:
+        if fail_on != "never" and r.get("kind") == BROKEN:  # whatever else is gated, a broken row is
             bad.append(f"{r['label']} ({r['verdict']})")
         if fail_on in ("slower", "any") and r.get("time_kind") == SLOWER:
             bad.append(f"{r['label']} (slower: {r['time_ratio']:.2f}x the seconds per epoch)")

@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import socket
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +24,7 @@ from ..config import TrainConfig
 from ..data import DataSplits
 from ..models import describe_variant
 from ..runner import run_tracked
+from ..runtime import process_alive
 from ..train import load_data
 from .rounds import TAG_ROUND, Rounds
 from .spec import TAG_LOOKS, TAG_MARGIN, TAG_ROWS, TAG_SETTINGS, Row, Suite, SuiteError, settings_digest, settings_of
@@ -110,7 +114,19 @@ def open_parent(suite: Suite, profile: str, experiment_id: str, parent_id: str |
         tracking.adopt_launcher(parent_id, f"{suite.name} [{profile}]")
     else:
         tracking.reopen_run(parent_id)
+    # Who owns the parent now: a resume on this host can tell a dead owner from a live one.
+    tracking.set_tags(parent_id, {tracking.TAG_HOST: socket.gethostname(), tracking.TAG_PID: str(os.getpid())})
     return parent_id
+
+
+def owner_gone(parent_id: str) -> bool:
+    """Whether the parent's owner has stopped: the parent ended (KILLED, FAILED, FINISHED), or its owning
+    process on this host is dead. An owner on another host that died without ending it looks alive."""
+    run = tracking.get_run(parent_id)
+    if run.info.status != "RUNNING":
+        return True
+    host, pid = run.data.tags.get(tracking.TAG_HOST), run.data.tags.get(tracking.TAG_PID, "")
+    return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
 
 
 def finished_pairs(parent_id: str) -> set[tuple[str, int]]:
@@ -155,7 +171,8 @@ def train_pair(suite: Suite, profile: str, row: Row, config: TrainConfig, parent
     except ckpt.CheckpointError as exc:
         if resume_id is None:
             raise
-        echo(f"    cannot resume ({exc}); training it again as a new run")
+        echo("\n".join(textwrap.wrap(f"    cannot resume ({tracking.redact(str(exc))}); training it again as a new run",
+                                     100, subsequent_indent="      ")))
         _, result = run_tracked(config, **kwargs)
     seconds = sum(m.epoch_time_s for m in result.history)
     test = "test not evaluated" if result.test_acc is None else f"test acc {result.test_acc:.4f}"

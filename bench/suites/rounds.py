@@ -11,8 +11,9 @@
   tested something (one seed tests nothing) on data no earlier look saw. A judged round is final:
   its failures stay failures, and the next round only adds seeds.
 
-A resume with another design is refused once a look has been taken (its alpha is spent); before
-that, the new design replaces the old one.
+A resume with another design (seeds or schedule, margin, rows) is refused once a look has been taken
+(its alpha is spent, and the margin is not chosen after seeing the data); before that, the new
+design replaces the old one.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .. import tracking
 from .spec import TAG_LOOKS, Suite, SuiteError
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
-TAG_DESIGN = "bench.seeds_design"  # "seeds 0,1,2" or "auto start=3 step=2 max=9"
+TAG_DESIGN = "bench.seeds_design"  # "seeds 0,1,2; margin 0.01; rows ..." or "auto start=3 step=2 max=9; ..."
 
 TAG_LOOKS_TAKEN = "bench.looks_taken"  # looks taken so far (each tested something on new data)
 TAG_ROUND = "bench.round_seeds"  # JSON {row: [seeds]}: every seed each row is planned to have so far
@@ -64,6 +65,7 @@ class Rounds:
     labels: Sequence[str]  # the rows this run covers
     seeds: Sequence[int] | None = None  # fixed seeds (None: the profile's)
     auto: AutoSeeds | None = None
+    margin: float | None = None  # the margin the verdicts use: part of the design (None: the suite's)
     looks_taken: int = 0
     round_seeds: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     round_judged: bool = False
@@ -85,9 +87,13 @@ class Rounds:
 
     @property
     def design(self) -> str:
-        rows = ",".join(self.labels)
-        seeds = self.auto.schedule if self.auto else "seeds " + ",".join(map(str, self.seeds or ()))
-        return f"{seeds}; rows {rows}"
+        """``auto start=3 step=2 max=9; margin 0.01; rows net,net-l2``: what is fixed before the first look
+        (rows in the suite's order and seeds sorted, so the order a command names them in is no change)."""
+        order = [r.label for r in self.suite.rows]
+        rows = ",".join(sorted(self.labels, key=lambda label: order.index(label) if label in order else len(order)))
+        seeds = self.auto.schedule if self.auto else "seeds " + ",".join(map(str, sorted(set(self.seeds or ()))))
+        margin = self.suite.margin if self.margin is None else self.margin
+        return f"{seeds}; margin {margin:g}; rows {rows}"
 
     def first(self) -> dict[str, list[int]]:
         if self.auto:

@@ -14,6 +14,7 @@ refused. A failing pair is marked FAILED and the suite goes on; the parent then 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,7 +28,8 @@ from ..config import TrainConfig
 from ..verdicts import AutoSeeds
 from ..workqueue import IN_PROCESS, PairQueue, QueueError
 from .parent import (
-    SuiteFailed, SuiteOutcome, check_same_settings, find_parent, log_summary, open_parent, record_on_parent,
+    SuiteFailed, SuiteOutcome, check_same_settings, data_for, find_parent, log_summary, open_parent, owner_gone,
+    record_on_parent,
 )
 from .rounds import TAG_AUTO_STOP, Rounds, look_data
 from .spec import Row, Suite, SuiteError, plan_digest, settings_digest
@@ -76,19 +78,24 @@ def run_suite(
     trained in this process (tests use them).
     """
     started = pd.Timestamp.now(tz="UTC")
-    labels = list(rows or [r.label for r in suite.rows])
-    rounds = Rounds(suite, profile, labels, seeds, auto)
+    labels = [r.label for r in suite.rows if not rows or r.label in rows]
     margin = suite.margin if margin is None else margin
+    rounds = Rounds(suite, profile, labels, seeds, auto, margin)
     every = suite.plan(profile, overrides=overrides, rows=rows, seeds_by_row=rounds.every_seed())
     first = suite.plan(profile, overrides=overrides, rows=rows, seeds_by_row=rounds.first())
     key = f"{settings_digest(every)} {auto.schedule}" if auto else plan_digest(first)
+    # Every data set the pairs need, loaded before anything is queued or opened: data that cannot be
+    # found is this machine's problem, a one-line error, not a failure of each pair it would claim.
+    data_cache: dict = {}
+    for _, config in every:
+        data_for(config, data_cache)
     try:
         queue, parent_id, owner = _join(suite, profile, every, first, key, rounds, experiment, resume, workers,
                                         storage, study_name, worker_of, echo, nested_under)
     except QueueError as exc:
         raise SuiteError(str(exc)) from None
     worker = Worker(suite, profile, {(row.label, config.seed): (row, config) for row, config in every}, parent_id,
-                    worker_index, echo, progress, log_models, checkpoints, epoch_lines, callbacks_for)
+                    worker_index, echo, progress, log_models, checkpoints, epoch_lines, callbacks_for, data_cache)
     if worker_of:
         work(queue, worker, linger=True)
         return SuiteOutcome(parent_id, pd.DataFrame(), worker.claimed - len(worker.failed), 0, worker.failed)
@@ -112,6 +119,8 @@ def run_suite(
             if proc.poll() is None:
                 proc.terminate()
         if owner:
+            with contextlib.suppress(Exception):  # other machines stop waiting for rounds that will not come
+                queue.close(True)
             interrupted = isinstance(exc, KeyboardInterrupt)
             tracking.end_run(parent_id, "KILLED" if interrupted else "FAILED",
                              "interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}")
@@ -150,17 +159,27 @@ def _join(suite: Suite, profile: str, every, first, key: str, rounds: Rounds, ex
             queue = PairQueue(IN_PROCESS, f"{suite.name} [{profile}] {parent_id}")
             queue.create(key)
             return queue, parent_id, True
-        # One study per plan: resuming with more seeds queues the new pairs in a study of their own.
+        # One study per plan: a resume that changes the plan before any look queues in a study of its own.
         queue = PairQueue(str(SUITE_STORAGE_DIR / f"{parent_id}.journal"),
                           study_name or f"{suite.name} [{profile}] {parent_id} plan {key}")
         if not queue.create(key):
             queue.parent(key)  # resuming: the same plan, or a clear error
         return queue, parent_id, True
     queue = PairQueue(storage, study_name or default_study_name(suite, profile, first, key))
-    if queue.create(key):
-        parent_id = open_parent(suite, profile, experiment_id, parent_to_resume(), nested_under)
-        return queue, parent_id, True
+    if not queue.exists():
+        found = parent_to_resume()  # a refused resume leaves no study behind without a parent
+        if queue.create(key):
+            return queue, open_parent(suite, profile, experiment_id, found, nested_under), True
     parent_id = queue.parent(key)
+    if resume:
+        with queue.lock():  # of several machines resuming at once, one takes over
+            if owner_gone(parent_id):
+                if isinstance(resume, str) and resume != parent_id:
+                    raise SuiteError(f"--resume {resume}: study {queue.name!r} belongs to parent run {parent_id}")
+                check_same_settings(parent_id, every)
+                rounds.restore(tracking.get_run(parent_id).data.tags, parent_id)
+                say(echo, f"taking over parent run {parent_id} of study {queue.name!r}: its owner stopped")
+                return queue, open_parent(suite, profile, experiment_id, parent_id, nested_under), True
     say(echo, f"joining study {queue.name!r} (parent run {parent_id})")
     return queue, parent_id, False
 
@@ -262,6 +281,8 @@ def _close(worker: Worker, rounds: Rounds, owner: bool, margin: float, pids: Seq
     missing = [f"{label} seed={seed}" for label, seed in planned if states.get((label, seed)) not in (FINISHED, DIVERGED)]
     outcome = SuiteOutcome(worker.parent_id, summary, here, skipped, worker.failed, len(planned) - len(missing),
                            len(planned), rounds.stop_reason)
+    if not owner and tracking.get_run(worker.parent_id).info.status != "RUNNING":
+        return outcome  # the owner ended it (done, or stopped: a --resume takes over): its status stands
     if missing:
         tracking.end_run(worker.parent_id, "FAILED", f"{len(missing)} run(s) did not finish: {', '.join(missing)}")
         raise SuiteFailed(worker.parent_id, missing, summary)

@@ -45,7 +45,8 @@ def pair_outcomes(children: pd.DataFrame) -> pd.DataFrame:
     its round was judged) is its FINISHED run if it has one, else its latest attempt."""
     label_tag, seed_tag = f"tags.{tracking.TAG_LABEL}", f"tags.{tracking.TAG_SEED}"
     if children.empty or label_tag not in children or seed_tag not in children:
-        return pd.DataFrame(columns=[*children.columns, "seed", "pair_state", "pair_reason"])
+        return pd.DataFrame(columns=list(dict.fromkeys([*children.columns, "run_id", "status", "start_time", "end_time",
+                                                        label_tag, seed_tag, "seed", "pair_state", "pair_reason"])))
     runs = children[children[label_tag].notna() & children[seed_tag].notna()].copy()
     runs["seed"] = runs[seed_tag].astype(int)
     finished_first = (runs["status"] != "FINISHED").astype(int)
@@ -92,7 +93,8 @@ def summarize(children: pd.DataFrame, suite: Suite | None = None, *, margin: flo
         planned = {label: sorted(group["seed"]) for label, group in outcomes.groupby(label_tag)}
     else:
         wanted = {(label, int(seed)) for label, seeds in planned.items() for seed in seeds}
-        outcomes = outcomes[[(label, seed) in wanted for label, seed in zip(outcomes[label_tag], outcomes["seed"])]]
+        keep = [(label, int(seed)) in wanted for label, seed in zip(outcomes[label_tag], outcomes["seed"])]
+        outcomes = outcomes.loc[pd.Series(keep, index=outcomes.index, dtype=bool)]
     order = [r.label for r in suite.rows] if suite else sorted(planned)
     order = [label for label in order if planned.get(label)] + sorted(set(planned) - set(order))
     if not order:

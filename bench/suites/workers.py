@@ -29,7 +29,7 @@ from ..progress import EpochLine
 from ..runner import resumable
 from ..train import estimated_training_flops
 from ..workqueue import STORAGE_ENV, PairQueue
-from .parent import data_for, interrupted_pairs, pair_name, train_pair
+from .parent import data_for, interrupted_pairs, owner_gone, pair_name, train_pair
 from .spec import Row, Suite
 
 SUITE_STORAGE_DIR = Path("optuna") / "suites"  # journal files of suites run on several workers of one machine
@@ -77,9 +77,13 @@ def work(queue: PairQueue, worker: Worker, linger: bool = False) -> None:
             running = queue.running()
             if running == 0 and not (linger and queue.open):
                 return
+            if running == 0 and owner_gone(worker.parent_id):  # no next round will come: its owner stopped
+                worker.echo(f"{worker.who}the suite's owner stopped; a --resume on any machine takes over")
+                return
             if not told_waiting:
-                worker.echo(f"{worker.who}nothing left to claim; waiting while {running} pair(s) run on other "
-                            "workers" + (" and the next round is decided" if linger else ""))
+                worker.echo("\n".join(textwrap.wrap(
+                    f"{worker.who}nothing left to claim; waiting while {running} pair(s) run on other workers"
+                    + (" and the next round is decided" if linger else ""), 100, subsequent_indent="    ")))
                 told_waiting = True
             time.sleep(POLL_S)
             continue
@@ -96,7 +100,8 @@ def work(queue: PairQueue, worker: Worker, linger: bool = False) -> None:
         if resume_id is not None and not resumable(resume_id):
             resume_id = None
         where = f"{worker.who}{name} (trial {claim.number})" if worker.index else f"[{worker.claimed}] {name}"
-        worker.echo(where + (f": resuming run {resume_id} from its checkpoint" if resume_id else ""))
+        worker.echo("\n".join(textwrap.wrap(where + (f": resuming run {resume_id} from its checkpoint" if resume_id
+                                                      else ""), 100, subsequent_indent="    ")))
         extra = list(worker.callbacks_for(row, config)) if worker.callbacks_for else []
         if worker.epoch_lines:
             extra.append(EpochLine(name, worker.echo))

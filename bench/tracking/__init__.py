@@ -3,8 +3,8 @@
 - ``runs``: experiments, runs opened and always closed with a true status, tags, artifacts, queries;
 - ``logger``: the trainer's observer (params, per-epoch metrics, data sets, checkpoints, the model);
 - ``models``: the logged ``pt2`` model and the Model Registry;
-- ``masking``: ``redact``, which masks credentials (URL passwords of any scheme, secret query
-  parameters, libpq ``password=``) in everything logged, printed or reported.
+- ``redact`` (from ``bench.masking``, which needs no MLflow) masks credentials in every tag, param and
+  error it logs.
 
 The raw tracking URI stays in this room: ``tracking_uri()`` is the masked one, for display.
 

@@ -244,7 +244,8 @@ def _end(run_id: str, status: int, error: str | None = None) -> None:
 
 
 def log_artifact_text(run_id: str, name: str, text: str) -> None:
-    MlflowClient().log_text(run_id, text, name)
+    """A text artifact, credentials masked like every tag and param."""
+    MlflowClient().log_text(run_id, redact(text), name)
 
 
 def log_artifact_file(run_id: str, path: str | os.PathLike, artifact_path: str | None = None) -> None:
@@ -255,8 +256,8 @@ def log_table(run_id: str, frame: pd.DataFrame, name: str) -> None:
     """A table as ``<name>.csv`` and a fixed-width ``<name>.txt`` artifact of ``run_id``."""
     with tempfile.TemporaryDirectory() as tmp:
         csv, txt = Path(tmp) / f"{name}.csv", Path(tmp) / f"{name}.txt"
-        frame.to_csv(csv, index=False)
-        txt.write_text(frame.to_string(index=False) + "\n")
+        csv.write_text(redact(frame.to_csv(index=False)))
+        txt.write_text(redact(frame.to_string(index=False)) + "\n")
         client = MlflowClient()
         client.log_artifact(run_id, str(csv))
         client.log_artifact(run_id, str(txt))

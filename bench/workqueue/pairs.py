@@ -58,6 +58,18 @@ class PairQueue:
     def shown_url(self) -> str:
         return tracking.redact(self.url)
 
+    def exists(self) -> bool:
+        """Whether the study was made already (by this command before, or another machine)."""
+        try:
+            self.storage.get_study_id_from_name(self.name)
+        except KeyError:
+            return False
+        return True
+
+    def lock(self):
+        """The queue's slot lock, for a decision only one process may take at a time (who owns a parent)."""
+        return slot_lock(self.url)
+
     def create(self, plan_digest: str) -> bool:
         """Create the study; False when another process already did (then it is shared)."""
         try:
