@@ -55,6 +55,12 @@ class TrainConfig:
     train_mode_eval: bool = False
     # Evaluate on test after training. A search turns it off: test is touched once, after selection.
     evaluate_test: bool = True
+    # Steadier measures than val after the last step (which one noisy step can move by points):
+    # val_acc_last_k, the mean val accuracy over the last ``last_k`` epochs; and val_acc_ema, val of an
+    # exponential moving average of the weights (decay ``ema_decay`` per step, warmed up as
+    # min(decay, (1 + t) / (10 + t)) so short runs are not dominated by their first weights; 0: off).
+    last_k: int = 5
+    ema_decay: float = 0.999
 
     def resolve(self) -> TrainConfig:
         """A complete, checked copy: variant defaults filled in, every value validated."""
@@ -103,6 +109,10 @@ class TrainConfig:
             raise bad("max_train_samples", "an integer >= 1, or unset for the whole split")
         if self.threads is not None and self.threads < 1:
             raise bad("threads", "an integer >= 1, or unset for torch's default")
+        if not (isinstance(self.last_k, int) and self.last_k >= 1):
+            raise bad("last_k", "an integer >= 1")
+        if not 0 <= self.ema_decay < 1:
+            raise bad("ema_decay", "0 <= ema_decay < 1 (0: no moving average)")
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> TrainConfig:

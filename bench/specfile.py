@@ -45,6 +45,8 @@ class Training:
     split_seed: int | None = None
     amp: str | None = None
     evaluate_test: bool | None = None  # false: never touch the test split (a search's confirmation does it after selection)
+    last_k: int | None = None  # val_acc_last_k: the mean val accuracy over the last k epochs
+    ema_decay: float | None = None  # val_acc_ema: the moving average's decay per step (0: none)
     knobs: dict | None = None
 
 

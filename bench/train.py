@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
@@ -68,6 +69,9 @@ class EpochMetrics:
     images_per_s: float  # training images per second
     train_gflops: float  # achieved: training FLOPs per image (forward + backward) x images/s / 1e9
     gemm_fraction: float  # train_gflops / this machine's dense GEMM GFLOP/s: comparable across machines
+    # val of the moving average of the weights, its batch-norm statistics averaged too (recomputed on
+    # the train split only once, after training: ``TrainResult.after["val_acc_ema"]``); NaN when off.
+    val_acc_ema: float = math.nan
 
     def as_dict(self) -> dict[str, float]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "epoch"}
@@ -117,8 +121,10 @@ class TrainResult:
     mean: tuple[float, ...]  # normalisation the model expects (train-split statistics)
     std: tuple[float, ...]
     classes: tuple[str, ...]
-    # Measured once after training: train_acc_eval (the train split, eval mode) and, with
-    # config.train_mode_eval, train_acc_train_mode and val_acc_train_mode (the model left in train mode).
+    # Measured once after training: train_acc_eval (the train split, eval mode), val_acc_last_k (mean val
+    # over the last config.last_k epochs), val_acc_ema (the moving average of the weights, batch-norm
+    # statistics recomputed on the train split) and, with config.train_mode_eval, train_acc_train_mode
+    # and val_acc_train_mode (the model left in train mode).
     after: dict[str, float] = dataclasses.field(default_factory=dict)
     diverged: str | None = None  # why the run counts as diverged (its loss exploded), else None
 
@@ -214,6 +220,7 @@ class _Run:
     identity: dict[str, Any]  # what a checkpoint of this run must match
     history: list[EpochMetrics]
     info: RunInfo | None = None
+    ema: AveragedModel | None = None  # the moving average of the weights (config.ema_decay > 0)
 
 
 def _prepare(cfg: TrainConfig, data: DataSplits | None, resume_from: str | Path | None, needs_identity: bool) -> _Run:
@@ -255,9 +262,12 @@ def _prepare(cfg: TrainConfig, data: DataSplits | None, resume_from: str | Path 
         cfg, device, data, model, _make_optimizer(cfg, trainable), torch.amp.GradScaler(device.type, enabled=dtype is torch.float16),
         autocast, trainable, x_train, y_train, x_val, y_val, layout, mean, std,
         torch.Generator(device=device).manual_seed(cfg.seed), identity, [],
+        ema=moving_average(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
     )
     if resumed is not None:
         model.load_state_dict(resumed["model"])
+        if run.ema is not None:
+            run.ema.load_state_dict(resumed["ema"])
         run.optimizer.load_state_dict(resumed["optimizer"])
         run.scaler.load_state_dict(resumed["scaler"])
         ckpt.restore_rng(resumed["rng"], run.generator, device)
@@ -302,6 +312,8 @@ def _train_epoch(run: _Run, epoch: int, step_hooks: Sequence[Callable[[int, int,
         run.scaler.scale(objective).backward()
         run.scaler.step(run.optimizer)
         run.scaler.update()
+        if run.ema is not None:
+            run.ema.update_parameters(model)
         step_losses[step] = loss.detach()
         correct += (logits.argmax(1) == yb).sum()
         bar.update()
@@ -322,9 +334,13 @@ def _train_epoch(run: _Run, epoch: int, step_hooks: Sequence[Callable[[int, int,
     val_loss, val_acc = _evaluate(model, run.x_val, run.y_val, cfg.eval_batch_size, run.autocast)
     if not math.isfinite(val_loss):
         raise NonFiniteLossError(f"val loss became {val_loss} at epoch {epoch} (lr={cfg.lr}, optimizer={cfg.optimizer})")
+    val_acc_ema = math.nan
+    if run.ema is not None:
+        _, val_acc_ema = _evaluate(run.ema.module, run.x_val, run.y_val, cfg.eval_batch_size, run.autocast)
     gflops = run.info.flop_per_image * n / epoch_time / 1e9
     return EpochMetrics(
-        epoch, train_loss, n_correct / n, val_loss, val_acc, epoch_time, n / epoch_time, gflops, gflops / run.info.peak_gflops
+        epoch, train_loss, n_correct / n, val_loss, val_acc, epoch_time, n / epoch_time, gflops, gflops / run.info.peak_gflops,
+        val_acc_ema,
     )
 
 
@@ -341,6 +357,8 @@ def _save_checkpoint(run: _Run, epoch: int, checkpointer: ckpt.Checkpointer, cal
             "rng": ckpt.rng_state(run.generator, run.device),
             "history": [dataclasses.asdict(m) for m in run.history],
         }
+        if run.ema is not None:
+            state["ema"] = run.ema.state_dict()
         path = checkpointer.save(state)
         _notify(callbacks, "on_checkpoint", CheckpointSaved(path, epoch))
     checkpointer.record_cost(watch.seconds)
@@ -356,7 +374,10 @@ def _finish(run: _Run) -> TrainResult:
     """
     cfg = run.cfg
     _, train_acc_eval = _evaluate(run.model, run.x_train, run.y_train, cfg.eval_batch_size, run.autocast)
-    after = {"train_acc_eval": train_acc_eval}
+    after = {"train_acc_eval": train_acc_eval,
+             "val_acc_last_k": sum(m.val_acc for m in run.history[-cfg.last_k:]) / len(run.history[-cfg.last_k:])}
+    if run.ema is not None:
+        after["val_acc_ema"] = ema_accuracy(run)
     if cfg.train_mode_eval:
         after["train_acc_train_mode"] = accuracy_in_train_mode(run.model, run.x_train, run.y_train, cfg.batch_size,
                                                                cfg.seed, run.autocast)
@@ -373,6 +394,36 @@ def _finish(run: _Run) -> TrainResult:
         data.test.images[:4].float() / 255.0, data.mean, data.std, data.info.classes, after,
         _diverged(run.history, data.info.shape.num_classes),
     )
+
+
+def moving_average(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights and buffers (batch-norm statistics), updated
+    after every step with decay min(decay, (1 + t) / (10 + t)) at step t: a warm-up, so the average of a
+    short run is not mostly its random initial weights."""
+
+    @torch.no_grad()
+    def ema(averaged: list[torch.Tensor], current: list[torch.Tensor], steps: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():  # batch norm's step counters: the latest, not an average
+            torch._foreach_copy_(averaged, current)
+            return
+        t = float(steps)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + t) / (10.0 + t)))
+
+    return AveragedModel(model, multi_avg_fn=ema, use_buffers=True)
+
+
+@torch.no_grad()
+def ema_accuracy(run: _Run) -> float:
+    """val accuracy of the moving average, its batch-norm statistics first recomputed over the train
+    split (``torch.optim.swa_utils.update_bn``: the averaged running statistics belong to no single set
+    of weights). On a copy: the run's own moving average, as checkpointed, stays as it was."""
+    ema = copy.deepcopy(run.ema.module)
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in ema.modules()):
+        batches = (run.x_train[i : i + run.cfg.batch_size] for i in range(0, len(run.y_train), run.cfg.batch_size))
+        # update_bn runs the model in train mode (dropout draws): under a forked RNG, like every measurement here.
+        with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []), run.autocast():
+            update_bn(batches, ema, device=run.device)
+    return _evaluate(ema, run.x_val, run.y_val, run.cfg.eval_batch_size, run.autocast)[1]
 
 
 @torch.no_grad()

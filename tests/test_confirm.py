@@ -190,12 +190,14 @@ def test_verdicts_judge_every_config_against_the_baseline_together_and_against_t
     assert [summary.loc[c.label, "verdict_kind"] for c in result.candidates] == ["better", "better"]
     assert summary.loc["stalled lenet", "verdict"] == "baseline"
     runs = tracking.child_runs(result.parent_run_id)
-    values = {label: runs[runs["tags.bench.label"] == label]["metrics.val_acc"].astype(float).tolist()
+    # The suite's defaults: the mean val of the last epochs, seed by seed against the baseline.
+    values = {label: pd.Series(runs[runs["tags.bench.label"] == label]["metrics.val_acc_last_k"].astype(float).tolist(),
+                               index=runs[runs["tags.bench.label"] == label]["tags.bench.seed"].astype(int).tolist())
               for label in summary.index}
-    together = against_baseline(values, "stalled lenet", margin=0.01).set_index("label")
+    together = against_baseline(values, "stalled lenet", margin=0.01, pair=True).set_index("label")
     for candidate in result.candidates:  # one Holm family over both comparisons, as the suite judges them
         alone = against_baseline({k: values[k] for k in (candidate.label, "stalled lenet")}, "stalled lenet",
-                                 margin=0.01).set_index("label")
+                                 margin=0.01, pair=True).set_index("label")
         assert summary.loc[candidate.label, "baseline_p_holm"] == pytest.approx(together.loc[candidate.label, "p_holm"])
         assert together.loc[candidate.label, "p_holm"] >= alone.loc[candidate.label, "p_holm"]
     means = {c.label: summary.loc[c.label, "val_acc_mean"] for c in result.candidates}

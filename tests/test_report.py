@@ -87,7 +87,8 @@ class TableRows(HTMLParser):
 
 def test_writes_every_file(report):
     built, _ = report
-    assert {p.name for p in built.files} == {"accuracy.png", "curves.png", "verdicts.png", "summary.csv", "index.html"}
+    assert {p.name for p in built.files} == {"accuracy.png", "curves.png", "verdicts.png", "summary.csv", "curves.csv",
+                                             "index.html"}
 
 
 @pytest.mark.parametrize("name, inches", [("accuracy.png", (8.6, 5)), ("curves.png", (13, 4.8)),
@@ -152,24 +153,29 @@ def test_page_is_self_contained_and_links_the_runs(report):
     assert "torch" in page and "Environment" in page
 
 
-def test_verdict_against_the_baseline_is_welch_tost_and_holm_over_the_runs(report):
+def test_verdict_against_the_baseline_is_the_paired_test_tost_and_holm_over_the_runs(report):
     from scipy import stats
 
     built, outcome = report
     table = pd.read_csv(built.out_dir / "summary.csv")
-    children = tracking.child_runs(outcome.parent_run_id)
-    val = {label: children[children["tags.bench.label"] == label]["metrics.val_acc"].astype(float).tolist()
+    children = tracking.child_runs(outcome.parent_run_id).sort_values("tags.bench.seed")
+    # The suite's defaults: the mean val of the last epochs (here both of the 2), seed by seed.
+    val = {label: children[children["tags.bench.label"] == label]["metrics.val_acc_last_k"].astype(float).tolist()
            for label in ("softmax", EVIL)}
     lenet = table.iloc[1]
-    expected = stats.ttest_ind(val[EVIL], val["softmax"], equal_var=False)
-    interval = expected.confidence_interval(0.95)
+    expected = stats.ttest_rel(val[EVIL], val["softmax"])
     assert lenet["baseline_diff"] == pytest.approx(sum(val[EVIL]) / 2 - sum(val["softmax"]) / 2)
-    assert (lenet["baseline_ci_low"], lenet["baseline_ci_high"]) == pytest.approx((interval.low, interval.high))
     assert lenet["baseline_p_holm"] == pytest.approx(expected.pvalue)  # one comparison: Holm changes nothing
+    assert lenet["test"] == "paired" and lenet["measure_mean"] == pytest.approx(sum(val[EVIL]) / 2)
     # The verdict these numbers call for (default margin: 1 point), worked out here independently.
     row, base = [v + 0.01 for v in val[EVIL]], val["softmax"]
-    p_equiv = max(stats.ttest_ind(row, base, equal_var=False, alternative="greater").pvalue,
-                  stats.ttest_ind([v - 0.02 for v in row], base, equal_var=False, alternative="less").pvalue)
+    p_equiv = max(stats.ttest_rel(row, base, alternative="greater").pvalue,
+                  stats.ttest_rel([v - 0.02 for v in row], base, alternative="less").pvalue)
+    # Its interval is at the level that decided it: 90 % (twice TOST's 5 %) when equivalent, else 95 %.
+    level = 0.90 if p_equiv <= 0.05 else 0.95
+    interval = expected.confidence_interval(level)
+    assert (lenet["baseline_ci_low"], lenet["baseline_ci_high"]) == pytest.approx((interval.low, interval.high))
+    assert lenet["baseline_ci_level"] == pytest.approx(level)
     if p_equiv <= 0.05:
         verdict = "equivalent within ±1 pt"
     elif expected.pvalue <= 0.05:
@@ -289,7 +295,7 @@ def test_the_printed_summary_fits_a_100_column_terminal(report):
     _, outcome = report
     text = format_summary(outcome.summary, margin=0.01)
     assert max(len(line) for line in text.splitlines()) <= 100, text
-    assert "verdict" in text and "vs softmax, pt [95% CI]" in text and "made-up" in text  # sources below the table
+    assert "verdict" in text and "vs softmax, pt [CI]" in text and "made-up" in text  # sources below the table
 
 
 def test_a_row_whose_runs_failed_is_listed_with_its_reason_in_the_table_csv_and_page(tmp_path):

@@ -89,7 +89,8 @@ def test_rounds_budget_failures_kills_and_resumes_keep_the_schedule(tmp_path):
     parent_id = first.value.parent_run_id
     summary = first.value.summary.set_index("label")
     tags = tracking.get_run(parent_id).data.tags
-    assert tags["bench.seeds_design"] == "auto start=3 step=2 max=5; margin 0.001; rows softmax,near-a,near-b,flaky"
+    assert tags["bench.seeds_design"] == ("auto start=3 step=2 max=5 spending obf; margin 0.001; measure val_acc_last_k; "
+                                          "paired; rows softmax,near-a,near-b,flaky")
     assert (tags["bench.looks"], tags["bench.looks_taken"], tags["bench.round_judged"]) == ("2", "1", "true")
     assert tags["bench.seeds_auto_stop"].startswith("budget: ")
     assert summary.loc["flaky", "verdict"] == "not judged: 1 of 3 runs failed"
@@ -130,11 +131,11 @@ def test_rounds_budget_failures_kills_and_resumes_keep_the_schedule(tmp_path):
     assert summary.loc["softmax", "runs"] == 5 and summary.loc["flaky", "runs"] == 3
 
     # Another schedule on the same parent, after looks were taken: refused, before anything runs.
-    with pytest.raises(SuiteError, match=r"was planned as 'auto start=3 step=2 max=5; .*this command asks for "
+    with pytest.raises(SuiteError, match=r"was planned as 'auto start=3 step=2 max=5 spending obf; .*this command asks for "
                                          r"'auto start=3 step=2 max=7"):
         run_suite(suite, "quick", auto=AutoSeeds(start=3, step=2, max_seeds=7), resume=True, **common)
     # ... as is another margin (chosen after seeing the data); the rows named in another order are no change.
-    with pytest.raises(SuiteError, match=r"asks for 'auto start=3 step=2 max=5; margin 0.01; rows"):
+    with pytest.raises(SuiteError, match=r"asks for 'auto start=3 step=2 max=5 spending obf; margin 0.01;"):
         run_suite(suite, "quick", auto=AutoSeeds(start=3, step=2, max_seeds=5), resume=True, margin=0.01, **common)
     assert pairs_of(parent_id) == found
 

@@ -183,8 +183,9 @@ def test_after_training_the_train_split_is_measured_and_the_book_protocol_leaves
     config = tiny(variant="net-batchnorm", epochs=1, train_mode_eval=True)
     plain = train(tiny(variant="net-batchnorm", epochs=1), progress=False)
     measured = train(config, progress=False)
-    assert set(measured.after) == {"train_acc_eval", "train_acc_train_mode", "val_acc_train_mode"}
-    assert set(plain.after) == {"train_acc_eval"}
+    steadier = {"val_acc_last_k", "val_acc_ema"}  # every run's
+    assert set(measured.after) == {"train_acc_eval", "train_acc_train_mode", "val_acc_train_mode", *steadier}
+    assert set(plain.after) == {"train_acc_eval", *steadier}
     # Measuring in train mode runs on a copy under a forked RNG: the trained model and test are unchanged.
     assert measured.test_acc == plain.test_acc and measured.after["train_acc_eval"] == plain.after["train_acc_eval"]
     for p, q in zip(measured.model.state_dict().values(), plain.model.state_dict().values()):
@@ -227,3 +228,36 @@ def test_a_loss_that_exploded_is_called_diverged():
     assert _diverged(history(0.69, 0.69, 0.69), 2) is None  # stuck at chance: bad, not diverged
     assert "exploded" in _diverged(history(0.6, 0.3, 1.2), 2)  # learned, then blew up
     assert "exploded" in _diverged(history(40.0, 35.0), 10)  # never anywhere near chance
+
+
+def test_two_architectures_with_one_seed_see_the_same_batches_and_the_same_split(monkeypatch):
+    """What makes paired seeds work: a row's seed fixes its batch order whatever its variant (the order
+    comes from a generator of its own, seeded before any model draws), and the split is the split seed's."""
+    from bench.train import load_data
+
+    seen: dict[str, list[torch.Tensor]] = {}
+    real = torch.index_select
+
+    def recording(source, dim, index, *, out=None):
+        if source.dtype == torch.int64:  # the labels of each training batch: one call per step
+            seen.setdefault(current, []).append(index.clone())
+        return real(source, dim, index, out=out)
+
+    monkeypatch.setattr(torch, "index_select", recording)
+    for current in ("net", "net-depth"):
+        train(tiny(variant=current, epochs=2, seed=7), progress=False)
+    assert len(seen["net"]) == len(seen["net-depth"]) > 2
+    assert all(torch.equal(a, b) for a, b in zip(seen["net"], seen["net-depth"]))
+    net, deeper = load_data(tiny(variant="net", seed=7)), load_data(tiny(variant="net-depth", seed=3))
+    assert net.train.digest() == deeper.train.digest() and net.val.digest() == deeper.val.digest()
+
+
+def test_the_steadier_measures_are_what_they_say_and_cost_the_run_nothing():
+    plain = train(tiny(epochs=3, ema_decay=0.0, last_k=2), progress=False)
+    measured = train(tiny(epochs=3, ema_decay=0.99, last_k=2), progress=False)
+    # The moving average only observes: the run's own numbers and weights are the same with it or without.
+    assert [m.val_acc for m in measured.history] == [m.val_acc for m in plain.history]
+    assert measured.after["val_acc_last_k"] == pytest.approx((measured.history[-1].val_acc
+                                                              + measured.history[-2].val_acc) / 2)
+    assert 0.5 < measured.after["val_acc_ema"] <= 1 and all(0 < m.val_acc_ema <= 1 for m in measured.history)
+    assert "val_acc_ema" not in plain.after and math.isnan(plain.history[0].val_acc_ema)

@@ -7,7 +7,7 @@ import sys
 import textwrap
 from typing import Any
 
-from ..verdicts.sequential import AutoSeeds
+from ..verdicts.sequential import DEFAULT_SPENDING, SPENDING, AutoSeeds
 from .common import (
     DEFAULT_UI_URL, UsageError, add_checkpoint_arguments, add_tracking_arguments, duration, fraction, or_default,
     seed_list, storage_url, ui_url, write_report,
@@ -28,6 +28,10 @@ def add_parsers(sub) -> None:
     g.add_argument("--max-seeds", type=or_default(int), default=AutoSeeds.max_seeds,
                    help=f"--seeds auto: at most this many seeds per row (default {AutoSeeds.max_seeds}; rounds start "
                         f"with {AutoSeeds.start} and add {AutoSeeds.step})")
+    g.add_argument("--spending", choices=SPENDING, default=DEFAULT_SPENDING,
+                   help="--seeds auto: how the 5%% error rate is spent over its looks, fixed before the first: obf "
+                        "(O'Brien-Fleming type, the default: almost nothing at early looks, nearly all at the last), "
+                        "pocock (about evenly), bonferroni (alpha / looks each, the most wasteful)")
     g.add_argument("--budget", type=duration, metavar="DURATION",
                    help="--seeds auto: stop adding rounds when the next one would end after this much wall time "
                         "since the start, e.g. 30m, 2h, 1h30m, or none (default: no limit)")
@@ -90,7 +94,6 @@ def cmd_suite(args: argparse.Namespace) -> int:
     if not args.worker_of:
         what = (f"--seeds auto: {auto.start} seeds per row first, up to {auto.max_seeds}" if auto else f"{len(plan)} runs")
         print(f"suite {suite.name} [{args.profile}]: {what} on {suite.dataset}")
-    margin = args.margin or suite.margin
     try:
         outcome = run_suite(
             suite, args.profile, seeds=seeds, auto=auto, margin=args.margin,
@@ -106,12 +109,12 @@ def cmd_suite(args: argparse.Namespace) -> int:
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
     except SuiteFailed as exc:
-        print(format_summary(exc.summary, margin=margin, looks=auto.looks if auto else 1))
+        print(format_summary(exc.summary))
         print("\n".join(textwrap.wrap(f"bench: {exc}", 100, subsequent_indent="  ")), file=sys.stderr)
         if args.report is not None and not exc.summary.empty:
             write_report(exc.parent_run_id, args.report or None, args.ui_url)
         return 1
-    print(format_summary(outcome.summary, margin=margin, looks=auto.looks if auto else 1))
+    print(format_summary(outcome.summary))
     print(f"parent run {outcome.parent_run_id}:\n  {outcome.line()}")
     if args.report is not None:
         write_report(outcome.parent_run_id, args.report or None, args.ui_url)
@@ -121,10 +124,10 @@ def cmd_suite(args: argparse.Namespace) -> int:
 def _auto_seeds(args: argparse.Namespace) -> AutoSeeds | None:
     max_seeds = AutoSeeds.max_seeds if args.max_seeds is None else args.max_seeds
     if args.seeds != "auto":
-        if args.budget is not None or max_seeds != AutoSeeds.max_seeds:
-            raise UsageError("--max-seeds and --budget belong to --seeds auto")
+        if args.budget is not None or max_seeds != AutoSeeds.max_seeds or args.spending != DEFAULT_SPENDING:
+            raise UsageError("--max-seeds, --budget and --spending belong to --seeds auto")
         return None
     try:
-        return AutoSeeds(max_seeds=max_seeds, budget_s=args.budget)
+        return AutoSeeds(max_seeds=max_seeds, budget_s=args.budget, spending=args.spending)
     except ValueError as exc:
         raise UsageError(f"--max-seeds {args.max_seeds}: {exc}") from None

@@ -163,7 +163,7 @@ def verdicts_chart(summary: pd.DataFrame, margin: float, path: Path, *, baseline
         if kind in set(rows.get("verdict_kind", [])):
             ax.plot([], [], "o-", color=color, label=kind)
     ax.set_yticks(y, [str(label) for label in rows["label"]])
-    ax.set_xlabel(f"val accuracy minus {baseline or 'the baseline'}'s, points (95 % CI)")
+    ax.set_xlabel(f"val accuracy minus {baseline or 'the baseline'}'s, points (each interval at its verdict's level)")
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()

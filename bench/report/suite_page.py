@@ -9,14 +9,17 @@ from typing import Any
 import pandas as pd
 
 from .. import tracking
-from ..suites.parent import looks_of, planned_of
+from ..suites.curves import learning_curves, time_to_target
+from ..suites.parent import decisions_of, look_of, looks_of, planned_of
 from ..suites.rounds import TAG_AUTO_STOP, TAG_LOOKS_TAKEN
-from ..suites.spec import TAG_MARGIN, TAG_ROWS, Suite, SuiteError, parse_suite
-from ..suites.summary import FINISHED, baseline_cell, failure_counts, pair_outcomes, published_columns, seeds_cell, summarize
-from ..verdicts import DEFAULT_MARGIN, method_note
+from ..suites.spec import MEASURES, TAG_MARGIN, TAG_ROWS, Suite, SuiteError, parse_suite
+from ..suites.summary import (
+    FINISHED, baseline_cell, failure_counts, method_text, pair_outcomes, published_columns, seeds_cell, summarize,
+)
+from ..verdicts import DEFAULT_MARGIN
 from ..verdicts.sources import declared
 from . import charts
-from .pages import Report, RunLinks, data_uri, definition, environment, mean_std, number, render, safe_link
+from .pages import Report, RunLinks, data_uri, definition, environment, is_missing, mean_std, number, render, safe_link
 
 
 def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> Report:
@@ -27,11 +30,15 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
     margin = float(tags.get(TAG_MARGIN) or (suite.margin if suite else DEFAULT_MARGIN))
     looks = looks_of(tags)
     outcomes = pair_outcomes(children)
-    summary = summarize(outcomes, suite, margin=margin, looks=looks, planned=planned_of(tags))
+    curves = learning_curves(outcomes)
+    reached = time_to_target(curves, suite.target, suite.measure) if suite and suite.target is not None else None
+    summary = summarize(outcomes, suite, margin=margin, look=look_of(tags), planned=planned_of(tags),
+                        decided=decisions_of(tags), reached=reached)
     finished = outcomes[outcomes["pair_state"] == FINISHED]  # the measurements; the others are listed as failures
+    curves.to_csv(out / "curves.csv", index=False)
     images = {} if finished.empty else {
         "accuracy": charts.accuracy_chart(finished, summary, suite, out / "accuracy.png"),
-        "curves": charts.curves_chart(_histories(finished), summary, suite, out / "curves.png"),
+        "curves": charts.curves_chart(_long(curves[curves["state"] == FINISHED]), summary, suite, out / "curves.png"),
     }
     if summary["baseline_diff"].notna().sum() > 1:  # the baseline and at least one row compared with it
         images["verdicts"] = charts.verdicts_chart(summary, margin, out / "verdicts.png",
@@ -41,14 +48,14 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
     page = render(
         "suite.html.j2", out / "index.html",
         **_context(parent, name, summary, finished, suite, children, images, ui_url),
-        method_note=method_note(int(summary["baseline_p_holm"].notna().sum()), margin, looks),
+        method_note=method_text(summary),
         margin_pt=f"{margin * 100:g}", looks=looks, looks_taken=tags.get(TAG_LOOKS_TAKEN, ""),
         auto_stop=tags.get(TAG_AUTO_STOP, ""),
         failures=[{"row": r["label"], "counts": failure_counts(r), "why": r["failures"]}
                   for _, r in summary.iterrows() if r["failures"]],
         definition_name=definition_name, definition=definition_text,
     )
-    return Report(out, [*images.values(), out / "summary.csv", page], summary, parent_id)
+    return Report(out, [*images.values(), out / "summary.csv", out / "curves.csv", page], summary, parent_id)
 
 
 def _context(parent, name: str, summary: pd.DataFrame, finished: pd.DataFrame, suite: Suite | None,
@@ -76,7 +83,8 @@ def _context(parent, name: str, summary: pd.DataFrame, finished: pd.DataFrame, s
         rows=[_row(r, link) for _, r in summary.iterrows()],
         published_rows=_published_rows(summary, published),
         missing=_rows_not_run(suite, summary, children, tags),
-        width=14,
+        width=16,
+        measure=MEASURES.get(summary.attrs.get("measure", "val_acc"), "val accuracy"),
         protocol_rows=_protocol_rows(summary, suite),
         model_notes=_model_notes(finished),
         sources=[
@@ -100,7 +108,10 @@ def _row(r: pd.Series, link: RunLinks) -> dict[str, Any]:
     train = "train_acc_eval" if not pd.isna(r["train_acc_eval_mean"]) else "train_acc"  # runs from before bench measured it
     cells += [(mean_std(r[f"{m}_mean"], r[f"{m}_std"]), "") for m in (train, "val_acc", "test_acc")]
     kind = str(r.get("verdict_kind") or "").replace(" ", "-")
-    cells += [(baseline_cell(r), ""), (str(r["verdict"]), f"verdict {kind}".strip())]
+    level = r.get("baseline_ci_level")
+    cells += [(mean_std(r["measure_mean"], r["measure_std"]), ""),
+              (baseline_cell(r) + ("" if is_missing(level) or not baseline_cell(r) else f" at {level * 100:.1f} %"), ""),
+              (number(r.get("rho"), "+.2f"), ""), (str(r["verdict"]), f"verdict {kind}".strip())]
     cells += [(number(r["num_parameters"], ",.0f"), ""), (number(r["epochs"], ".0f"), ""),
               (number(r["s_per_epoch"], ".2f"), ""), (number(r["train_gflops"], ".1f"), ""),
               (number(r["gemm_fraction"] * 100, ".1f"), "")]
@@ -203,13 +214,11 @@ def _rows_not_run(suite: Suite | None, summary: pd.DataFrame, children: pd.DataF
     return out
 
 
-def _histories(finished: pd.DataFrame) -> pd.DataFrame:
-    frames = []
-    for _, run in finished.iterrows():
-        for metric in ("train_acc", "val_acc", "train_loss", "val_loss"):
-            for step, value in tracking.metric_history(run["run_id"], metric):
-                frames.append((run[f"tags.{tracking.TAG_LABEL}"], run[f"tags.{tracking.TAG_SEED}"], metric, step, value))
-    return pd.DataFrame(frames, columns=["label", "seed", "metric", "epoch", "value"])
+def _long(curves: pd.DataFrame) -> pd.DataFrame:
+    """The learning curves in the long form the chart draws: label, seed, metric, epoch, value."""
+    long = curves.melt(id_vars=["row", "seed", "epoch"], value_vars=["train_acc", "val_acc", "train_loss", "val_loss"],
+                       var_name="metric", value_name="value").dropna(subset=["value"])
+    return long.rename(columns={"row": "label"})[["label", "seed", "metric", "epoch", "value"]]
 
 
 def _table(summary: pd.DataFrame) -> pd.DataFrame:

@@ -26,7 +26,9 @@ from ..models import describe_variant
 from ..runner import run_tracked
 from ..runtime import process_alive
 from ..train import load_data
-from .rounds import TAG_ROUND, Rounds
+from ..verdicts.sequential import Look
+from .curves import learning_curves, time_to_target
+from .rounds import TAG_DECISIONS, TAG_LOOK, TAG_ROUND, Rounds, look_data
 from .spec import TAG_LOOKS, TAG_MARGIN, TAG_ROWS, TAG_SETTINGS, Row, Suite, SuiteError, settings_digest, settings_of
 from .summary import pair_outcomes, summarize
 
@@ -185,10 +187,18 @@ def log_summary(parent_id: str, suite: Suite, margin: float, rounds: Rounds) -> 
     """The summary of every pair of the rounds so far (failed and unfinished ones counted, never
     dropped), logged on the parent (summary.csv and .txt); also the pairs' outcomes."""
     outcomes = pair_outcomes(tracking.child_runs(parent_id))
-    summary = summarize(outcomes, suite, margin=margin, looks=rounds.looks, planned=rounds.round_seeds)
+    summary = summarize(outcomes, suite, margin=margin, look=rounds.look(look_data(outcomes)),
+                        planned=rounds.round_seeds, decided=rounds.decisions, reached=reached_of(outcomes, suite))
     tracking.log_table(parent_id, summary, "summary")
     tracking.log_metrics(parent_id, {"children_finished": float(summary["n_seeds"].sum()) if len(summary) else 0.0})
     return summary, outcomes
+
+
+def reached_of(outcomes: pd.DataFrame, suite: Suite | None) -> pd.DataFrame | None:
+    """With a suite ``target``: each run's time to it, from its learning curve (None without one)."""
+    if suite is None or suite.target is None:
+        return None
+    return time_to_target(learning_curves(outcomes), suite.target, suite.measure)
 
 
 def planned_of(tags: Mapping[str, str]) -> dict[str, list[int]] | None:
@@ -211,6 +221,21 @@ def record_on_parent(parent_id: str, suite: Suite, rows: Sequence[str] | None, m
 
 def looks_of(tags: Mapping[str, str]) -> int:
     return int(tags.get(TAG_LOOKS) or 1)
+
+
+def look_of(tags: Mapping[str, str]) -> Look:
+    """The last look a parent recorded (its nominal levels); a parent from before bench recorded looks
+    was judged at alpha split evenly over ``bench.looks``."""
+    text = tags.get(TAG_LOOK)
+    if text:
+        found = json.loads(text)
+        return Look(tuple(found["fractions"]), int(found["index"]), found["spending"])
+    looks = looks_of(tags)
+    return Look(tuple((k + 1) / looks for k in range(looks)), looks, "bonferroni") if looks > 1 else Look()
+
+
+def decisions_of(tags: Mapping[str, str]) -> dict[str, dict]:
+    return json.loads(tags.get(TAG_DECISIONS) or "{}")
 
 
 def check_same_settings(parent_id: str, plan: Sequence[tuple[Row, TrainConfig]]) -> None:

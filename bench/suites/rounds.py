@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 import pandas as pd
 
 from ..verdicts import AutoSeeds, next_round
+from ..verdicts.sequential import Look
 from .. import tracking
 from .spec import TAG_LOOKS, Suite, SuiteError
 
@@ -39,6 +40,8 @@ TAG_ROUND = "bench.round_seeds"  # JSON {row: [seeds]}: every seed each row is p
 TAG_ROUND_JUDGED = "bench.round_judged"  # "true" once the current round's runs were judged
 TAG_JUDGED_SEEDS = "bench.judged_seeds"  # JSON {row: [seeds]}: the seeds some look judged (final: never run again)
 TAG_LOOK_DATA = "bench.look_data"  # digest of the runs the last look judged
+TAG_LOOK = "bench.look"  # JSON: the last look's information fractions, index and spending (its nominal levels)
+TAG_DECISIONS = "bench.decisions"  # JSON {row: verdict columns}: rows decided at a look, final
 TAG_AUTO_STOP = "bench.seeds_auto_stop"  # why --seeds auto stopped adding seeds
 
 
@@ -70,6 +73,7 @@ class Rounds:
     round_seeds: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     round_judged: bool = False
     judged_seeds: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    decisions: dict[str, dict] = dataclasses.field(default_factory=dict)  # row -> its verdict columns when decided
     look_data: str = ""
     started: float = dataclasses.field(default_factory=time.monotonic)
     stop_reason: str = ""
@@ -87,13 +91,14 @@ class Rounds:
 
     @property
     def design(self) -> str:
-        """``auto start=3 step=2 max=9; margin 0.01; rows net,net-l2``: what is fixed before the first look
+        """``auto start=3 step=2 max=9 spending obf; margin 0.01; measure val_acc_last_k; paired; rows net,net-l2``:
+        what is fixed before the first look
         (rows in the suite's order and seeds sorted, so the order a command names them in is no change)."""
         order = [r.label for r in self.suite.rows]
         rows = ",".join(sorted(self.labels, key=lambda label: order.index(label) if label in order else len(order)))
         seeds = self.auto.schedule if self.auto else "seeds " + ",".join(map(str, sorted(set(self.seeds or ()))))
         margin = self.suite.margin if self.margin is None else self.margin
-        return f"{seeds}; margin {margin:g}; rows {rows}"
+        return f"{seeds}; margin {margin:g}; measure {self.suite.measure}; {self.suite.design}; rows {rows}"
 
     def first(self) -> dict[str, list[int]]:
         if self.auto:
@@ -116,11 +121,19 @@ class Rounds:
 
     # ------------------------------------------------------------------------ on the parent run
 
+    def look(self, data: str | None = None) -> Look:
+        """The look a judgment of ``data`` (a digest of the runs) is: the next one when no look saw it yet."""
+        index = self.looks_taken + (1 if data is not None and data != self.look_data else 0)
+        return Look.of(self.auto, max(1, index))
+
     def tags(self) -> dict[str, str]:
+        look = self.look()
         return {TAG_DESIGN: self.design, TAG_LOOKS: str(self.looks), TAG_LOOKS_TAKEN: str(self.looks_taken),
                 TAG_ROUND: json.dumps(self.round_seeds, separators=(",", ":")),
                 TAG_ROUND_JUDGED: "true" if self.round_judged else "false",
-                TAG_JUDGED_SEEDS: json.dumps(self.judged_seeds, separators=(",", ":")), TAG_LOOK_DATA: self.look_data}
+                TAG_JUDGED_SEEDS: json.dumps(self.judged_seeds, separators=(",", ":")), TAG_LOOK_DATA: self.look_data,
+                TAG_LOOK: json.dumps({"fractions": look.fractions, "index": look.index, "spending": look.spending}),
+                TAG_DECISIONS: json.dumps(self.decisions, separators=(",", ":"))}
 
     def restore(self, tags: Mapping[str, str], parent_id: str) -> None:
         """Continue the design a resumed parent recorded: its looks and its round. Raises
@@ -134,9 +147,9 @@ class Rounds:
                 raise SuiteError(
                     f"--resume: parent run {parent_id} was planned as '{recorded}' and has taken {taken} look(s) "
                     f"at its verdicts; this command asks for '{self.design}'. Looking again under another plan "
-                    "would spend alpha the first plan did not set aside: resume with the same --seeds, --max-seeds "
-                    "and --rows, or leave out --resume to start a new parent run (--seeds auto adds seeds "
-                    "where they matter within one plan)."
+                    "would spend alpha the first plan did not set aside: resume with the same --seeds, --max-seeds, "
+                    "--spending, --margin and --rows (and the suite file's measure and design), or leave out "
+                    "--resume to start a new parent run (--seeds auto adds seeds where they matter within one plan)."
                 )
             return  # nothing judged yet: the new design replaces the old one
         self.looks_taken = taken
@@ -144,19 +157,23 @@ class Rounds:
             or self.first()
         self.round_judged = tags.get(TAG_ROUND_JUDGED) == "true"
         self.judged_seeds = {k: [int(s) for s in v] for k, v in json.loads(tags.get(TAG_JUDGED_SEEDS) or "{}").items()}
+        self.decisions = json.loads(tags.get(TAG_DECISIONS) or "{}")
         self.look_data = tags.get(TAG_LOOK_DATA, "")
 
     # ------------------------------------------------------------------------ looks and rounds
 
-    def judged(self, tested: bool, data: str) -> bool:
+    def judged(self, tested: bool, data: str, decided: Mapping[str, dict] | None = None) -> bool:
         """Record that the current round was judged on ``data`` (a digest of its runs); True when
-        this was a new look: it ``tested`` something, on runs no earlier look saw."""
+        this was a new look: it ``tested`` something, on runs no earlier look saw. ``decided``: the rows
+        that look decided (``summary.decisions``), kept from now on as they are."""
         self.round_judged = True
         self.judged_seeds = {label: list(seeds) for label, seeds in self.round_seeds.items()}
         if not tested or data == self.look_data:
             return False
         self.looks_taken += 1
         self.look_data = data
+        self.decisions.update({label: record for label, record in (decided or {}).items()
+                               if label not in self.decisions})
         return True
 
     def next(self, summary: pd.DataFrame, workers: int = 1) -> dict[str, list[int]] | None:

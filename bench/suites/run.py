@@ -33,7 +33,8 @@ from .parent import (
 )
 from .rounds import TAG_AUTO_STOP, Rounds, look_data
 from .spec import Row, Suite, SuiteError, plan_digest, settings_digest
-from .summary import DIVERGED, FINISHED, UNFINISHED, pair_outcomes
+from .curves import learning_curves
+from .summary import DIVERGED, FINISHED, UNFINISHED, decisions, pair_outcomes
 from .workers import (
     SUITE_STORAGE_DIR, Worker, costliest_first, start_workers, trained_here, wait_for, wait_until_idle, work,
 )
@@ -246,7 +247,7 @@ def _rounds_loop(queue: PairQueue, worker: Worker, procs: list, rounds: Rounds |
             return None
         summary, outcomes = log_summary(worker.parent_id, worker.suite, margin, rounds)
         tested = bool(summary["baseline_p_holm"].notna().any()) if len(summary) else False
-        if rounds.judged(tested, look_data(outcomes)):
+        if rounds.judged(tested, look_data(outcomes), decisions(summary, rounds.looks_taken + 1)):
             worker.echo(f"look {rounds.looks_taken} of at most {rounds.looks} taken")
         before = rounds.pairs()
         following = rounds.next(summary, workers)
@@ -283,6 +284,8 @@ def _close(worker: Worker, rounds: Rounds, owner: bool, margin: float, pids: Seq
                            len(planned), rounds.stop_reason)
     if not owner and tracking.get_run(worker.parent_id).info.status != "RUNNING":
         return outcome  # the owner ended it (done, or stopped: a --resume takes over): its status stands
+    # Every epoch of every run, so the suite can be judged again without this store (curves.csv).
+    tracking.log_table(worker.parent_id, learning_curves(outcomes), "curves", text=False)
     if missing:
         tracking.end_run(worker.parent_id, "FAILED", f"{len(missing)} run(s) did not finish: {', '.join(missing)}")
         raise SuiteFailed(worker.parent_id, missing, summary)

@@ -27,6 +27,17 @@ TAG_ROWS = "bench.rows"  # set when a suite ran only some of its rows (--rows)
 TAG_MARGIN = "bench.margin"  # the margin the suite was judged with
 TAG_LOOKS = "bench.looks"  # how many looks --seeds auto may take (1: fixed seeds); alpha is split over them
 TAG_SETTINGS = "bench.settings_digest"  # what the parent's runs were trained under (rows and settings, not seeds)
+# What a verdict compares: one number per run, each a measure of its val accuracy (logged by the trainer).
+MEASURES = {
+    "val_acc": "val accuracy after the last epoch",
+    "val_acc_last_k": "mean val accuracy over the last k epochs",
+    "val_acc_ema": "val accuracy of the moving average of the weights",
+}
+DEFAULT_MEASURE = "val_acc_last_k"
+# paired: seed by seed against the baseline (every row shares a seed's batch order, so its luck cancels);
+# unpaired: Welch's test of the two groups of seeds.
+DESIGNS = ("paired", "unpaired")
+DEFAULT_DESIGN = "paired"
 
 
 class SuiteError(SpecError):
@@ -45,6 +56,10 @@ class Head:
     experiment: str | None = None
     baseline: str | None = None  # the row label verdicts compare against
     margin: float | None = None  # the smallest difference of val accuracy that matters (default 0.01)
+    measure: str | None = None  # which measure of val accuracy the verdicts use (MEASURES; default DEFAULT_MEASURE)
+    design: str | None = None  # paired (seed by seed against the baseline) or unpaired (Welch); default paired
+    target: float | None = None  # a val accuracy (of the measure) whose time to reach each row is judged too
+    target_margin: float | None = None  # epochs within which two times to the target are equivalent (default 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +145,10 @@ class Suite:
     baseline: str | None = None
     sources: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # name -> Source's keys
     margin: float = DEFAULT_MARGIN
+    measure: str = DEFAULT_MEASURE
+    design: str = DEFAULT_DESIGN
+    target: float | None = None
+    target_margin: float = 1.0
 
     def measures_in_train_mode(self, row: Row) -> bool:
         """Whether a source of ``row`` measured with the model in train mode, so its runs must too."""
@@ -235,11 +254,23 @@ def _parse(text: str, path: Path, check_variants: bool) -> Suite:
     if head.margin is not None and not 0 < head.margin < 1:
         raise SuiteError(f"{where.line(['suite', 'margin'])}: margin is a fraction of accuracy in (0, 1), e.g. 0.01 "
                          f"for 1 point; got {head.margin!r}")
+    if head.target is not None and not 0 < head.target < 1:
+        raise SuiteError(f"{where.line(['suite', 'target'])}: target is a val accuracy in (0, 1), e.g. 0.85; "
+                         f"got {head.target!r}")
+    if head.target_margin is not None and not head.target_margin > 0:
+        raise SuiteError(f"{where.line(['suite', 'target_margin'])}: target_margin is a number of epochs > 0; "
+                         f"got {head.target_margin!r}")
+    for key, accepted in (("measure", MEASURES), ("design", DESIGNS)):
+        if getattr(head, key) is not None and getattr(head, key) not in accepted:
+            raise SuiteError(f"{where.line(['suite', key])}: {key} {getattr(head, key)!r} is not accepted; accepted: "
+                             f"{', '.join(accepted)}")
     suite = Suite(
         name=head.name, description=head.description, dataset=head.dataset, seeds=seeds,
         experiment=head.experiment or head.name, defaults=defaults, profiles=profiles, rows=tuple(rows), path=path,
         text=text, baseline=head.baseline, sources=sources,
         margin=DEFAULT_MARGIN if head.margin is None else float(head.margin),
+        measure=head.measure or DEFAULT_MEASURE, design=head.design or DEFAULT_DESIGN, target=head.target,
+        target_margin=1.0 if head.target_margin is None else float(head.target_margin),
     )
     if check_variants:
         for profile in profiles:  # every combination must resolve, so nothing fails mid-suite

@@ -15,12 +15,16 @@ from typing import Any
 import pandas as pd
 
 from .. import tracking
-from ..verdicts import DEFAULT_MARGIN, UNJUDGED, against_baseline, against_source, method_note
-from .spec import Suite
+from ..verdicts import (
+    BETTER, DEFAULT_MARGIN, EQUIVALENT, IDENTICAL, UNJUDGED, WORSE, against_baseline, against_source, method_note,
+)
+from ..verdicts.sequential import Look
+from .spec import MEASURES, Suite
 
 # Per-run numbers summarised as mean and std over seeds: the final epoch's running train accuracy,
 # val and test; the train split measured after training (eval mode); the model left in train mode.
-SUMMARY_METRICS = ("train_acc", "val_acc", "test_acc", "train_acc_eval", "train_acc_train_mode", "val_acc_train_mode")
+SUMMARY_METRICS = ("train_acc", "val_acc", "test_acc", "train_acc_eval", "train_acc_train_mode", "val_acc_train_mode",
+                   "val_acc_last_k", "val_acc_ema")
 SOURCE_SUFFIXES = ("", "_epochs", "_diff", "_within_2pt", "_differs", "_ours")  # of <source>.<metric> columns
 VERDICT_COLUMNS = {  # summary column -> against_baseline column
     "baseline_diff": "diff", "baseline_ci_low": "ci_low", "baseline_ci_high": "ci_high", "baseline_p_holm": "p_holm",
@@ -35,6 +39,7 @@ RUN_SETTINGS = {"epochs": int, "optimizer": str, "lr": float, "batch_size": int,
 FINISHED, DIVERGED, FAILED, UNFINISHED = "finished", "diverged", "failed", "unfinished"
 NOT_STARTED = "not started"
 RETRYABLE_ERRORS = ("stale", "interrupted")  # a run stopped from outside, not by an error of its own
+DECIDED_KINDS = (BETTER, WORSE, EQUIVALENT, IDENTICAL)
 
 
 def pair_outcomes(children: pd.DataFrame) -> pd.DataFrame:
@@ -69,22 +74,36 @@ def pair_outcomes(children: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(children: pd.DataFrame, suite: Suite | None = None, *, margin: float | None = None,
-              looks: int = 1, planned: Mapping[str, Sequence[int]] | None = None) -> pd.DataFrame:
+              look: Look | None = None, planned: Mapping[str, Sequence[int]] | None = None,
+              decided: Mapping[str, Mapping[str, Any]] | None = None,
+              reached: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per row of the plan: accuracy mean and std over its measured seeds, how many of its
     runs failed, diverged or did not finish (and why), size and speed, the machines it ran on, the
     verdict against the suite's baseline and the sources' numbers.
 
-    ``planned``: each row's planned seeds (what the parent recorded); a pair of the plan with no
-    run counts as not started, runs outside the plan are left out. Without it, the plan is what the
-    children ran. A row with any failed, diverged or unfinished run gets no verdict, and says why.
-    ``margin``: the smallest difference that matters (default: the suite's); ``looks``: how many
-    times the suite's seeds may be judged (``--seeds auto``), for the alpha each look tests at.
+    The verdict compares the suite's declared ``measure`` (one number per run) seed by seed when its
+    design is paired, else by Welch; ``rho`` is each row's correlation with the baseline over their
+    shared seeds. ``planned``: each row's planned seeds (what the parent recorded); a pair of the plan
+    with no run counts as not started, runs outside the plan are left out. Without it, the plan is what
+    the children ran. A row with any failed, diverged or unfinished run gets no verdict, and says why.
+    ``margin``: the smallest difference that matters (default: the suite's); ``look``: which look of
+    the suite's schedule this is (default: a suite judged once); ``decided``: rows decided at an
+    earlier look, with their verdict columns as recorded then (final: not judged again).
+    ``reached``: with a suite ``target``, each run's time to it (``curves.time_to_target``): each row
+    then gets epochs and seconds to the target (mean and std over the runs that reached it, how many
+    did not), and a verdict on its epochs against the baseline's, in the same family as the others.
+    The table's ``attrs`` hold the margin, look, measure and design, for ``format_summary``.
     """
     columns = ["label", "variant", "n_seeds", "seeds", "runs", "failed", "diverged", "unfinished", "failures"]
     for metric in SUMMARY_METRICS:
         columns += [f"{metric}_mean", f"{metric}_std"]
     columns += ["num_parameters", *[k for k in RUN_SETTINGS if k != "epochs"], "epochs", "s_per_epoch", "s_per_run",
-                "train_gflops", "gemm_fraction", "machines", "run_ids", *VERDICT_COLUMNS]
+                "train_gflops", "gemm_fraction", "machines", "run_ids", "measure_mean", "measure_std", "rho",
+                *VERDICT_COLUMNS, "decided_at"]
+    measure = suite.measure if suite else "val_acc"
+    look = look or Look()
+    margin = margin if margin is not None else (suite.margin if suite else DEFAULT_MARGIN)
+    attrs = {"margin": margin, "look": look, "measure": measure, "design": suite.design if suite else "unpaired"}
     # The children as mlflow.search_runs returns them, or their pair_outcomes already.
     outcomes = children if "pair_state" in children else pair_outcomes(children if "status" in children
                                                                            else pd.DataFrame())
@@ -98,21 +117,109 @@ def summarize(children: pd.DataFrame, suite: Suite | None = None, *, margin: flo
     order = [r.label for r in suite.rows] if suite else sorted(planned)
     order = [label for label in order if planned.get(label)] + sorted(set(planned) - set(order))
     if not order:
-        return pd.DataFrame(columns=columns)
+        empty = pd.DataFrame(columns=columns)
+        empty.attrs.update(attrs)
+        return empty
     variants = {r.label: r.variant for r in suite.rows} if suite else {}
     records = [_record(label, outcomes[outcomes[label_tag] == label], sorted(int(s) for s in planned[label]),
-                       variants.get(label)) for label in order]
+                       variants.get(label), measure) for label in order]
     summary = pd.DataFrame(records, columns=columns)
-    values = {rec["label"]: rec.pop("_val_values") for rec in records}
-    margin = margin if margin is not None else (suite.margin if suite else DEFAULT_MARGIN)
+    values = {rec["label"]: rec.pop("_values") for rec in records}
+    last_k = _column(outcomes, "params.last_k").dropna()
+    if len(last_k):
+        attrs["last_k"] = last_k.iloc[0]
     baseline = suite.baseline if suite else None
-    verdicts = against_baseline(values, baseline, margin=margin, looks=looks).set_index("label")
+    decided = {label: d for label, d in (decided or {}).items() if label in values}
+    times = _times(summary, reached, planned) if suite is not None and suite.target is not None and reached is not None \
+        else {}
+    extra = [(f"{label} {TIME}", -epochs, -times[baseline], suite.target_margin, "epochs") for label, epochs
+             in times.items() if label != baseline] if baseline in times else []
+    verdicts = against_baseline(values, baseline, margin=margin, look=look, pair=attrs["design"] == "paired",
+                                decided={label: d["verdict_kind"] for label, d in decided.items()},
+                                extra=extra).set_index("label")
+    if extra:
+        attrs.update(target=suite.target, target_margin=suite.target_margin)
+        for column, source in TARGET_VERDICT_COLUMNS.items():
+            summary[column] = [verdicts[source].get(f"{label} {TIME}") for label in summary["label"]]
+        summary["target_diff"] = -summary["target_diff"]  # epochs the row took minus the baseline's
+        summary[["target_ci_low", "target_ci_high"]] = -summary[["target_ci_high", "target_ci_low"]].to_numpy()
+        for i, r in summary.iterrows():
+            if r["target_not_reached"]:
+                summary.at[i, "target_verdict"] = f"not judged: not reached in {int(r['target_not_reached'])} of " \
+                                                  f"{int(r['target_runs'])}"
+                summary.at[i, "target_kind"] = UNJUDGED
+        base_rows = summary["label"] == baseline
+        summary.loc[base_rows, "target_verdict"], summary.loc[base_rows, "target_kind"] = "baseline", "baseline"
     for column, source_column in VERDICT_COLUMNS.items():
         summary[column] = summary["label"].map(verdicts[source_column])
+    summary["baseline_ci_level"] = summary["label"].map(verdicts["ci_level"])
+    summary["test"] = summary["label"].map(verdicts["test"])
+    for label, record in decided.items():  # final: as the look that decided it said
+        i = summary.index[summary["label"] == label][0]
+        for column, value in record.items():
+            summary.at[i, column] = value
+    if baseline in values:
+        summary["rho"] = [correlation(values[label], values[baseline]) if label != baseline else math.nan
+                          for label in summary["label"]]
     _explain_failures(summary, baseline)
     if suite and suite.sources:
         _add_sources(summary, records, suite)
+    summary.attrs.update(attrs)
     return summary
+
+
+TIME = "(time to target)"  # how a row's time comparison is named in the family
+# summary column -> against_baseline column, for the time to the target (the sign made "epochs more than the baseline")
+TARGET_VERDICT_COLUMNS = {"target_diff": "diff", "target_ci_low": "ci_low", "target_ci_high": "ci_high",
+                          "target_verdict": "verdict", "target_kind": "kind"}
+
+
+def _times(summary: pd.DataFrame, reached: pd.DataFrame, planned: Mapping[str, Sequence[int]]) -> dict[str, pd.Series]:
+    """Each row's epochs to the target per planned seed (NaN: not reached, or no run), and the summary's
+    target columns: epochs and seconds (mean, std over the runs that reached it), runs, not reached."""
+    out = {}
+    for i, r in summary.iterrows():
+        mine = reached[reached["row"] == r["label"]].set_index("seed")
+        epochs = pd.Series({seed: mine["epochs"].get(seed, math.nan) for seed in planned[r["label"]]}, dtype=float)
+        seconds = mine["seconds"].dropna()
+        measured = set(int(s) for s in str(r["seeds"]).split())
+        summary.loc[i, "target_epochs_mean"] = epochs.mean() if epochs.notna().any() else math.nan
+        summary.loc[i, "target_epochs_std"] = epochs.std(ddof=1) if epochs.notna().sum() > 1 else math.nan
+        summary.loc[i, "target_seconds_mean"] = seconds.mean() if len(seconds) else math.nan
+        summary.loc[i, "target_runs"] = len(measured)
+        summary.loc[i, "target_not_reached"] = int(sum(1 for seed in measured if math.isnan(epochs.get(seed, math.nan))))
+        out[r["label"]] = epochs.where(epochs.index.isin(list(measured)))
+    return out
+
+
+# What a row's decision is kept as when a later look does not judge it again.
+DECISION_COLUMNS = ("verdict_kind", "verdict", "baseline_diff", "baseline_ci_low", "baseline_ci_high",
+                    "baseline_ci_level", "baseline_p_holm", "baseline_p_equiv_holm", "test", "decided_at")
+
+
+def decisions(summary: pd.DataFrame, look: int) -> dict[str, dict[str, Any]]:
+    """The rows this summary decides (better, worse, equivalent, identical), their verdict columns, for the
+    parent's record: a later look keeps them as they are."""
+    out = {}
+    for _, r in summary.iterrows():
+        if r["verdict_kind"] in DECIDED_KINDS:
+            at = r["decided_at"] if not _missing(r.get("decided_at")) else look
+            out[r["label"]] = {c: (int(at) if c == "decided_at" else _plain(r.get(c))) for c in DECISION_COLUMNS}
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def correlation(row: pd.Series, base: pd.Series) -> float:
+    """Pearson's correlation of a row's and the baseline's measure over the seeds both measured."""
+    both = pd.concat([row, base], axis=1, join="inner").dropna()
+    if len(both) < 3 or both.iloc[:, 0].std() == 0 or both.iloc[:, 1].std() == 0:
+        return math.nan
+    return float(both.iloc[:, 0].corr(both.iloc[:, 1]))
 
 
 def _explain_failures(summary: pd.DataFrame, baseline: str | None) -> None:
@@ -142,7 +249,7 @@ def failure_counts(row: Mapping[str, Any]) -> str:
         "".join(f", {p}" for p in parts[1:])
 
 
-def _record(label: str, pairs: pd.DataFrame, planned: list[int], variant: str | None) -> dict[str, Any]:
+def _record(label: str, pairs: pd.DataFrame, planned: list[int], variant: str | None, measure: str) -> dict[str, Any]:
     measured = pairs[pairs["pair_state"] == FINISHED]
     runs = measured if len(measured) else pairs  # settings and sizes: from any run of the row
     state = dict(zip(pairs["seed"], pairs["pair_state"]))
@@ -164,9 +271,13 @@ def _record(label: str, pairs: pd.DataFrame, planned: list[int], variant: str | 
         metric_values = _column(measured, f"metrics.{metric}").astype(float)
         record[f"{metric}_mean"] = metric_values.mean() if metric_values.notna().any() else math.nan
         record[f"{metric}_std"] = metric_values.std(ddof=1) if metric_values.notna().sum() > 1 else math.nan
-    # Per planned seed: the measurement, or NaN for a run that failed, diverged or did not finish.
-    by_seed = dict(zip(measured["seed"], _column(measured, "metrics.val_acc").astype(float)))
-    record["_val_values"] = pd.Series({seed: by_seed.get(seed, math.nan) for seed in planned}, dtype=float)
+    # Per planned seed: the measure, or NaN for a run that failed, diverged or did not finish (or, from
+    # before bench logged this measure, has none).
+    by_seed = dict(zip(measured["seed"], _column(measured, f"metrics.{measure}").astype(float)))
+    record["_values"] = pd.Series({seed: by_seed.get(seed, math.nan) for seed in planned}, dtype=float)
+    measured_values = record["_values"].dropna()
+    record["measure_mean"] = measured_values.mean() if len(measured_values) else math.nan
+    record["measure_std"] = measured_values.std(ddof=1) if len(measured_values) > 1 else math.nan
     parameters = _column(runs, "params.num_parameters").dropna()
     record["num_parameters"] = int(parameters.iloc[0]) if len(parameters) else math.nan
     for key, kind in RUN_SETTINGS.items():  # absent from runs logged before bench recorded them
@@ -275,22 +386,33 @@ def percent(mean: float, std: float) -> str:
 # ---------------------------------------------------------------------------- the printed summary
 
 
-def format_summary(summary: pd.DataFrame, *, margin: float = DEFAULT_MARGIN, looks: int = 1) -> str:
-    """The summary as text no wider than ``WIDTH``: the verdicts (accuracies in %, differences in
-    points), what became of runs that are not measurements, the runs' size and speed, and one line
-    per published number."""
+MEASURE_COLUMNS = {"val_acc": "val acc %", "val_acc_last_k": "val last-k %", "val_acc_ema": "val EMA %"}
+
+
+def format_summary(summary: pd.DataFrame, *, margin: float | None = None) -> str:
+    """The summary as text no wider than ``WIDTH``: the verdicts (the suite's measure in %, differences in
+    points with the interval at the level that decided each row, the correlation with the baseline),
+    what became of runs that are not measurements, the runs' size and speed, and one line per
+    published number. Margin, look, measure and design come from ``summarize``'s attrs."""
     if summary.empty:
         return "(no runs planned)"
+    margin = summary.attrs.get("margin", DEFAULT_MARGIN) if margin is None else margin
+    measure = summary.attrs.get("measure", "val_acc")
     baseline = next((r["label"] for _, r in summary.iterrows() if r["verdict_kind"] == "baseline"), "baseline")
-    header = f"vs {_clip(baseline, 14)}, pt [95% CI]"
+    header = f"vs {_clip(baseline, 14)}, pt [CI]"
 
     def verdict_table(clip: int) -> str:
         return pd.DataFrame({
             "row": summary["label"].map(lambda s: _clip(str(s), 18)),
             "seeds": [seeds_cell(r) for _, r in summary.iterrows()],
-            "val acc %": [percent(r["val_acc_mean"], r["val_acc_std"]) for _, r in summary.iterrows()],
+            MEASURE_COLUMNS.get(measure, measure): [percent(r["measure_mean"], r["measure_std"])
+                                                    for _, r in summary.iterrows()],
             header: [points(r["baseline_diff"], r["baseline_ci_low"], r["baseline_ci_high"])
                      if r["verdict_kind"] != "baseline" else "" for _, r in summary.iterrows()],
+            "conf": [f"{r['baseline_ci_level'] * 100:.1f}" if not _missing(r.get("baseline_ci_level")) else ""
+                     for _, r in summary.iterrows()],
+            "rho": summary.get("rho", pd.Series(math.nan, index=summary.index)).map(
+                lambda v: "" if _missing(v) else f"{v:+.2f}"),
             "verdict": summary["verdict"].map(lambda s: _clip(str(s), clip)),
         }).to_string(index=False)
 
@@ -305,10 +427,9 @@ def format_summary(summary: pd.DataFrame, *, margin: float = DEFAULT_MARGIN, loo
         "s/epoch": summary["s_per_epoch"].map(lambda v: "" if _missing(v) else f"{v:.2f}"),
         "GFLOP/s": summary["train_gflops"].map(lambda v: "" if _missing(v) else f"{v:.1f}"),
     })
-    lines = [table, *_failure_lines(summary), "", size.to_string(index=False)]
+    lines = [table, *_failure_lines(summary), *_target_lines(summary), "", size.to_string(index=False)]
     lines += _published_lines(summary)
-    n_compared = int(summary["baseline_p_holm"].notna().sum())
-    lines += ["", *textwrap.wrap(method_note(n_compared, margin, looks), WIDTH)]
+    lines += ["", *textwrap.wrap(method_text(summary, margin), WIDTH)]
     machines = sorted({m for ms in summary["machines"] for m in ms.split("; ") if m != "not recorded"})
     if len(machines) > 1:
         lines += textwrap.wrap(f"Runs came from {len(machines)} machines ({' | '.join(machines)}): seconds per epoch "
@@ -326,10 +447,51 @@ def fit(table: Callable[[int], str], widest: int, narrowest: int = 12) -> str:
     return text
 
 
+def method_text(summary: pd.DataFrame, margin: float | None = None) -> str:
+    """``method_note`` for this summary: its measure, design, look and how many rows it compared."""
+    attrs = summary.attrs
+    decided = summary["decided_at"].notna() if "decided_at" in summary else False
+    n_compared = int((summary["baseline_p_holm"].notna() | decided).sum())
+    measure = MEASURES.get(attrs.get("measure", "val_acc"), "val accuracy")
+    if attrs.get("measure") == "val_acc_last_k" and "last_k" in attrs:
+        measure = measure.replace("last k", f"last {attrs['last_k']}")
+    return method_note(n_compared, attrs.get("margin", DEFAULT_MARGIN) if margin is None else margin,
+                       attrs.get("look", Look()), test="paired" if attrs.get("design") == "paired" else "Welch",
+                       measure=measure)
+
+
 def seeds_cell(row: Mapping[str, Any]) -> str:
     """``3``, or ``2 of 3`` when some of the row's planned runs are not measurements."""
     return str(int(row["n_seeds"])) if int(row["n_seeds"]) == int(row["runs"]) else \
         f"{int(row['n_seeds'])} of {int(row['runs'])}"
+
+
+def _target_lines(summary: pd.DataFrame) -> list[str]:
+    """With a target: each row's epochs and seconds to reach it, and its verdict against the baseline's."""
+    if "target_verdict" not in summary:
+        return []
+    measure = MEASURE_COLUMNS.get(summary.attrs.get("measure", "val_acc"), "val").removesuffix(" %")
+    table = pd.DataFrame({
+        "row": summary["label"].map(lambda s: _clip(str(s), 18)),
+        "reached": [f"{int(r['target_runs'] - r['target_not_reached'])} of {int(r['target_runs'])}"
+                    for _, r in summary.iterrows()],
+        "epochs": [_mean_std(r["target_epochs_mean"], r["target_epochs_std"], ".1f") for _, r in summary.iterrows()],
+        "seconds": summary["target_seconds_mean"].map(lambda v: "" if _missing(v) else f"{v:.0f}"),
+        "vs baseline, epochs [CI]": [_interval(r["target_diff"], r["target_ci_low"], r["target_ci_high"])
+                                     if r["target_kind"] != "baseline" else "" for _, r in summary.iterrows()],
+        "verdict": summary["target_verdict"].map(lambda s: _clip(str(s), 30)),
+    })
+    return ["", f"Time to {measure} >= {summary.attrs['target'] * 100:g} % (first epoch; judged in the same family, "
+                f"fewer epochs is better, equivalent within ±{summary.attrs['target_margin']:g}):",
+            table.to_string(index=False)]
+
+
+def _mean_std(mean: float, std: float, spec: str) -> str:
+    return "" if _missing(mean) else format(mean, spec) + ("" if _missing(std) else f" ± {format(std, spec)}")
+
+
+def _interval(diff: float, low: float, high: float) -> str:
+    return "" if _missing(diff) else f"{diff:+.1f}" + ("" if _missing(low) else f" [{low:+.1f}, {high:+.1f}]")
 
 
 def _failure_lines(summary: pd.DataFrame) -> list[str]:

@@ -79,7 +79,9 @@ class MlflowLogger:
         metrics = dict(result.after)
         if result.test_acc is not None:
             metrics.update(test_acc=result.test_acc, test_loss=result.test_loss)
-        mlflow.log_metrics(metrics, run_id=self.run_id)
+        # At the last epoch's step: val_acc_ema measured after training (batch-norm statistics recomputed)
+        # is then the run's val_acc_ema (the latest at the highest step) and the last point of its curve.
+        mlflow.log_metrics(metrics, step=len(result.history), run_id=self.run_id)
         if result.diverged:
             set_tags(self.run_id, {TAG_DIVERGED: result.diverged})
         if self.log_model:

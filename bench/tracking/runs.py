@@ -252,15 +252,16 @@ def log_artifact_file(run_id: str, path: str | os.PathLike, artifact_path: str |
     MlflowClient().log_artifact(run_id, str(path), artifact_path)
 
 
-def log_table(run_id: str, frame: pd.DataFrame, name: str) -> None:
-    """A table as ``<name>.csv`` and a fixed-width ``<name>.txt`` artifact of ``run_id``."""
+def log_table(run_id: str, frame: pd.DataFrame, name: str, text: bool = True) -> None:
+    """A table as ``<name>.csv`` and (``text``) a fixed-width ``<name>.txt`` artifact of ``run_id``."""
     with tempfile.TemporaryDirectory() as tmp:
         csv, txt = Path(tmp) / f"{name}.csv", Path(tmp) / f"{name}.txt"
         csv.write_text(redact(frame.to_csv(index=False)))
-        txt.write_text(redact(frame.to_string(index=False)) + "\n")
         client = MlflowClient()
         client.log_artifact(run_id, str(csv))
-        client.log_artifact(run_id, str(txt))
+        if text:
+            txt.write_text(redact(frame.to_string(index=False)) + "\n")
+            client.log_artifact(run_id, str(txt))
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float]) -> None:

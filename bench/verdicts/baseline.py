@@ -29,15 +29,16 @@ For every row, over its seeds' val accuracies against the reference's:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.power import TTestIndPower
+from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from .kinds import BASELINE, BETTER, EQUIVALENT, IDENTICAL, UNDECIDED, UNJUDGED, WORSE
+from .sequential import Look
 
 ALPHA = 0.05  # family-wise error rate of one suite's verdicts
 DEFAULT_MARGIN = 0.01  # 1 point of accuracy: the smallest difference that matters, unless the suite says
@@ -45,8 +46,8 @@ POWER = 0.8  # "seeds needed" aims at this chance of deciding
 MAX_SEEDS_SHOWN = 200  # beyond this, "needs > 200": practically undecidable at this spread
 PAIRED, WELCH = "paired", "Welch"
 
-COLUMNS = ["label", "n", "diff", "ci_low", "ci_high", "p", "p_holm", "p_equiv", "p_equiv_holm", "kind", "verdict",
-           "seeds_needed", "test"]
+COLUMNS = ["label", "n", "diff", "ci_low", "ci_high", "ci_level", "p", "p_holm", "p_equiv", "p_equiv_holm", "kind",
+           "verdict", "seeds_needed", "test"]
 
 Values = Sequence[float] | pd.Series | Mapping[int, float]
 
@@ -129,30 +130,72 @@ def holm_shaffer(p: Sequence[float], p_equiv: Sequence[float]) -> tuple[np.ndarr
     return adjusted[:m], adjusted[m:]
 
 
+def step_down(p: Sequence[float], p_equiv: Sequence[float], level_diff: Callable[[int], float],
+              level_equiv: Callable[[int], float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Holm-Shaffer's step-down with the level of each step given: the hypotheses in order of p-value,
+    each rejected while its p-value is at most ``level_diff(t)`` (a row's "no difference") or
+    ``level_equiv(t)`` (its "a difference of at least the margin"), t being the rows that still have a
+    hypothesis not rejected; the first that is not stops the procedure. (reject diff, reject equiv,
+    level diff, level equiv): the level each hypothesis was judged at, where the procedure stopped for
+    those after it (so an interval at that level shows what decided). A NaN p-value counts as 1."""
+    p = np.nan_to_num(np.asarray(p, dtype=float), nan=1.0)
+    q = np.nan_to_num(np.asarray(p_equiv, dtype=float), nan=1.0)
+    m = len(p)
+    values, rows = np.concatenate([p, q]), np.concatenate([np.arange(m), np.arange(m)])
+    left = np.full(m, 2)
+    reject, level = np.zeros(2 * m, bool), np.empty(2 * m)
+    stopped: float | None = None
+    for index in np.argsort(values, kind="stable"):
+        if stopped is None:
+            t = int((left > 0).sum())
+            own = level_diff(t) if index < m else level_equiv(t)
+            if values[index] <= own:
+                reject[index] = True
+            else:
+                stopped = own
+            level[index] = own
+        else:  # p >= the stopping p-value > stopped: an interval at this level shows it undecided
+            level[index] = stopped
+        left[rows[index]] -= 1
+    return reject[:m], reject[m:], level[:m], level[m:]
+
+
 def decide(p: Sequence[float], p_equiv: Sequence[float], diff: Sequence[float], alpha: float,
-           *, one_family: bool = True) -> dict[str, list]:
-    """One suite's verdicts from its comparisons' p-values, corrected as one family at ``alpha``.
+           *, look: Look = Look(), one_family: bool = True) -> dict[str, list]:
+    """One suite's verdicts from its comparisons' p-values, corrected as one family at ``alpha``, at
+    ``look`` of the suite's schedule: each step of the step-down uses the look's nominal level for a
+    hypothesis of alpha / t (two-sided for a difference, one-sided for an equivalence: TOST's).
 
     ``one_family=False`` is the old per-family Holm (differences and equivalences each at ``alpha``),
-    kept only so the error-rate simulations can show what it costs."""
+    kept only so the error-rate simulations can show what it costs. ``p_holm`` / ``p_equiv_holm``:
+    the Holm-Shaffer adjusted p-values of this look (what a one-look suite compares with alpha)."""
+    p_holm, p_equiv_holm = holm_shaffer(p, p_equiv)
     if one_family:
-        p_holm, p_equiv_holm = holm_shaffer(p, p_equiv)
+        reject, reject_equiv, level, level_equiv = step_down(
+            p, p_equiv, lambda t: look.level(alpha / t, 2), lambda t: look.level(alpha / t, 1))
     else:
-        p_holm, p_equiv_holm = holm(np.nan_to_num(p, nan=1.0)), holm(np.nan_to_num(p_equiv, nan=1.0))
-    kinds = [EQUIVALENT if e <= alpha else (BETTER if d > 0 else WORSE) if q <= alpha else UNDECIDED
-             for q, e, d in zip(p_holm, p_equiv_holm, diff)]
-    return {"kind": kinds, "p_holm": list(p_holm), "p_equiv_holm": list(p_equiv_holm)}
+        a_diff, a_equiv = look.level(alpha, 2), look.level(alpha, 1)
+        reject = holm(np.nan_to_num(p, nan=1.0)) <= a_diff
+        reject_equiv = holm(np.nan_to_num(p_equiv, nan=1.0)) <= a_equiv
+        level, level_equiv = np.full(len(p), a_diff), np.full(len(p), a_equiv)
+    kinds = [EQUIVALENT if e else (BETTER if d > 0 else WORSE) if r else UNDECIDED
+             for r, e, d in zip(reject, reject_equiv, diff)]
+    return {"kind": kinds, "p_holm": list(p_holm), "p_equiv_holm": list(p_equiv_holm),
+            "level": list(level), "level_equiv": list(level_equiv)}
 
 
-def seeds_needed(diff: float, sd_row: float, sd_base: float, margin: float, alpha: float) -> int | None:
+def seeds_needed(diff: float, sd_row: float, sd_base: float, margin: float, alpha: float,
+                 paired: bool = False) -> int | None:
     """Seeds per side that would decide the row with probability ``POWER`` if the observed
     difference and spread were the truth: the fewer of what the difference test and the
-    equivalence test need. ``sd_base`` 0 with a paired design: ``sd_row`` is the spread of the
-    per-seed differences. None when the spread is zero or the answer exceeds ``MAX_SEEDS_SHOWN``."""
-    sd = math.sqrt((sd_row**2 + sd_base**2) / 2)
+    equivalence test need. ``paired``: ``sd_row`` is the spread of the per-seed differences and the
+    test a one-sample t-test on them (statsmodels' ``TTestPower``); else Welch's two samples
+    (``TTestIndPower`` at the pooled spread). None when the spread is zero or the answer exceeds
+    ``MAX_SEEDS_SHOWN``."""
+    sd = sd_row if paired else math.sqrt((sd_row**2 + sd_base**2) / 2)
     if not sd > 0:
         return None
-    power, needed = TTestIndPower(), []
+    power, needed = (TTestPower() if paired else TTestIndPower()), []
     try:
         if abs(diff) > 0:
             needed.append(power.solve_power(effect_size=abs(diff) / sd, alpha=alpha, power=POWER))
@@ -167,28 +210,37 @@ def seeds_needed(diff: float, sd_row: float, sd_base: float, margin: float, alph
     return max(2, math.ceil(min(needed)))
 
 
-def verdict_text(kind: str, n: int, margin: float, needed: int | None) -> str:
+def verdict_text(kind: str, n: int, margin: float, needed: int | None, unit: str = "pt") -> str:
     if kind == EQUIVALENT:
-        return f"equivalent within ±{margin * 100:g} pt"
+        return f"equivalent within ±{margin * 100:g} pt" if unit == "pt" else f"equivalent within ±{margin:g} {unit}"
     if kind == UNDECIDED:  # seeds per side that would likely decide it
         return f"undecided ({n} seeds; " + (f"~{needed} needed)" if needed else f"> {MAX_SEEDS_SHOWN} needed)")
     return kind
 
 
 def against_baseline(values: Mapping[str, Values], baseline: str | None, *, margin: float = DEFAULT_MARGIN,
-                     looks: int = 1, alpha: float = ALPHA, pair: bool = False) -> pd.DataFrame:
+                     look: Look = Look(), alpha: float = ALPHA, pair: bool = False,
+                     decided: Mapping[str, str] | None = None,
+                     extra: Sequence[tuple[str, Values, Values, float, str]] = ()) -> pd.DataFrame:
     """One row per label (``COLUMNS``). ``values``: each row's per-seed val accuracies (NaN where
-    a run failed or diverged; a ``pd.Series`` or mapping is indexed by seed). ``looks``: how many
-    times the suite may look at its data (1 for fixed seeds). ``pair``: paired tests over the seeds
-    a row shares with the baseline."""
+    a run failed or diverged; a ``pd.Series`` or mapping is indexed by seed). ``look``: which look of
+    the suite's schedule this is (one look for fixed seeds). ``pair``: paired tests over the seeds a
+    row shares with the baseline. ``decided``: rows decided at an earlier look (their verdict kind),
+    not judged again but kept in the family. ``extra``: more comparisons in the same family, each
+    ``(name, values, reference values, margin, unit)`` (a suite's time to its target), as more rows."""
     if baseline is None or baseline not in values:
         reason = "no baseline declared" if baseline is None else f"baseline {baseline!r} has no finished runs"
         return pd.DataFrame([_record(label, len(v), UNJUDGED, reason) for label, v in values.items()], columns=COLUMNS)
     pairs = [(label, row, values[baseline]) for label, row in values.items() if label != baseline]
-    records = {r["label"]: r for r in compare(pairs, margin=margin, alpha=alpha / looks, against="the baseline",
-                                              pair=pair)}
+    margins, units = [margin] * len(pairs), ["pt"] * len(pairs)
+    for name, row, base, extra_margin, unit in extra:
+        pairs.append((name, row, base))
+        margins.append(extra_margin)
+        units.append(unit)
+    records = {r["label"]: r for r in compare(pairs, margin=margins, alpha=alpha, against="the baseline", pair=pair,
+                                              look=look, decided=decided, units=units)}
     records[baseline] = _record(baseline, len(values[baseline]), BASELINE, BASELINE, diff=0.0)
-    return pd.DataFrame([records[label] for label in values], columns=COLUMNS)
+    return pd.DataFrame([records[label] for label in [*values, *(name for name, *_ in extra)]], columns=COLUMNS)
 
 
 def _series(values: Values) -> pd.Series:
@@ -199,15 +251,31 @@ def _series(values: Values) -> pd.Series:
     return pd.Series(list(values), dtype=float)
 
 
-def compare(pairs: Sequence[tuple[str, Values, Values]], *, margin: float, alpha: float,
-            against: str = "the reference", pair: bool | Sequence[bool] = False) -> list[dict[str, Any]]:
+def compare(pairs: Sequence[tuple[str, Values, Values]], *, margin: float | Sequence[float], alpha: float,
+            against: str = "the reference", pair: bool | Sequence[bool] = False,
+            look: Look = Look(), decided: Mapping[str, str] | None = None,
+            units: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Each ``(label, values, reference values)``: the difference of means and its verdict, all
-    comparisons corrected together at ``alpha`` (``holm_shaffer``). ``pair`` (for all, or one flag per
-    comparison): seed by seed over the seeds both sides ran (values as ``pd.Series`` or mappings
-    indexed by seed), else Welch."""
+    comparisons corrected together at ``alpha`` (``step_down``), at ``look`` of the schedule. ``pair``
+    (for all, or one flag per comparison): seed by seed over the seeds both sides ran (values as
+    ``pd.Series`` or mappings indexed by seed), else Welch. The interval of each row is at the level its
+    verdict was decided at (``ci_level``): 1 - 2 x its equivalence level when equivalent (inside the
+    band), else 1 - its difference level (clear of zero when better or worse)."""
     flags = [pair] * len(pairs) if isinstance(pair, bool) else list(pair)
-    records, tested = [], []
-    for (label, row_values, base_values), pair in zip(pairs, flags):
+    margins = [margin] * len(pairs) if isinstance(margin, int | float) else list(margin)
+    units = list(units or ["pt"] * len(pairs))
+    records, tested, settled = [], [], []
+    for (label, row_values, base_values), pair, margin in zip(pairs, flags, margins):
+        if decided and label in decided:
+            # Decided at an earlier look, and final: not tested again, but its hypotheses stay in the family
+            # (the one it rejected as rejected, the other as never rejected), so no step divides by less.
+            if decided[label] != IDENTICAL:
+                records.append(_record(label, 0, decided[label], "", p=0.0 if decided[label] in (BETTER, WORSE)
+                                       else math.nan, p_equiv=0.0 if decided[label] == EQUIVALENT else math.nan))
+                settled.append(len(records) - 1)
+            else:
+                records.append(_record(label, 0, IDENTICAL, ""))
+            continue
         row_s, base_s = _series(row_values), _series(base_values)
         if pair:
             common = row_s.index.intersection(base_s.index, sort=True)
@@ -234,41 +302,56 @@ def compare(pairs: Sequence[tuple[str, Values, Values]], *, margin: float, alpha
             tests = (paired if pair else welch)(row, base, margin)
             spread = (float((row - base).std(ddof=1)), 0.0) if pair else (float(row.std(ddof=1)), float(base.std(ddof=1)))
             records.append(_record(label, n, UNDECIDED, "", **{k: float(v) for k, v in tests.items()},
-                                   sd_row=spread[0], sd_base=spread[1], test=test))
+                                   sd_row=spread[0], sd_base=spread[1], test=test, _data=(row, base, pair, margin)))
             tested.append(len(records) - 1)
     if tested:
-        decided = decide([records[i]["p"] for i in tested], [records[i]["p_equiv"] for i in tested],
-                         [records[i]["diff"] for i in tested], alpha)
+        family = tested + settled
+        outcome = decide([records[i]["p"] for i in family], [records[i]["p_equiv"] for i in family],
+                         [records[i]["diff"] for i in family], alpha, look=look)
+        judged = {key: values[: len(tested)] for key, values in outcome.items()}
         for j, i in enumerate(tested):
             record = records[i]
-            record.update(kind=decided["kind"][j], p_holm=decided["p_holm"][j], p_equiv_holm=decided["p_equiv_holm"][j])
+            record.update(kind=judged["kind"][j], p_holm=judged["p_holm"][j], p_equiv_holm=judged["p_equiv_holm"][j])
+            row, base, was_paired, margin = record.pop("_data")
+            level = 2 * judged["level_equiv"][j] if record["kind"] == EQUIVALENT else judged["level"][j]
+            interval = (paired if was_paired else welch)(row, base, margin, confidence=1 - level)
+            record.update(ci_low=float(interval["ci_low"]), ci_high=float(interval["ci_high"]), ci_level=1 - level)
             sd_row, sd_base = record.pop("sd_row"), record.pop("sd_base")
             if record["kind"] == UNDECIDED:
-                record["seeds_needed"] = seeds_needed(record["diff"], sd_row, sd_base, margin, alpha / len(tested))
-            record["verdict"] = verdict_text(record["kind"], record["n"], margin, record["seeds_needed"])
+                record["seeds_needed"] = seeds_needed(record["diff"], sd_row, sd_base, margin, alpha / len(tested),
+                                                      paired=was_paired)
+            record["verdict"] = verdict_text(record["kind"], record["n"], margin, record["seeds_needed"], units[i])
     return records
 
 
 def _record(label: str, n: int, kind: str, verdict: str, **numbers: Any) -> dict[str, Any]:
-    record = {"label": label, "n": n, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan,
+    record = {"label": label, "n": n, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_level": math.nan,
+              "p": math.nan,
               "p_holm": math.nan, "p_equiv": math.nan, "p_equiv_holm": math.nan, "kind": kind, "verdict": verdict,
               "seeds_needed": None, "test": ""}
     record.update(numbers)
     return record
 
 
-def method_note(n_compared: int, margin: float = DEFAULT_MARGIN, looks: int = 1, alpha: float = ALPHA,
-                test: str = WELCH) -> str:
-    sequential = (f", split over the {looks} looks --seeds auto may take (alpha {alpha / looks:.3g} per look), so "
-                  "adding seeds after a look does not inflate the error rate" if looks > 1 else "")
-    how = ("paired t-test over the seeds both ran" if test == PAIRED else "Welch's t-test")
+SPENDING_NAMES = {"obf": "O'Brien-Fleming-type", "pocock": "Pocock-type", "bonferroni": "even (Bonferroni)"}
+
+
+def method_note(n_compared: int, margin: float = DEFAULT_MARGIN, look: Look = Look(), alpha: float = ALPHA,
+                test: str = WELCH, measure: str = "val accuracy") -> str:
+    """How the verdicts were reached, in words, for the summary and the report."""
+    looks = len(look.fractions)
+    sequential = (f" Alpha is spent over the {looks} looks --seeds auto may take by a {SPENDING_NAMES[look.spending]}"
+                  f" schedule fixed before the first (this is look {look.index}; nominal level for a lone "
+                  f"difference {look.level(alpha, 2):.3g}); rows decided at a look keep their verdict."
+                  if looks > 1 else "")
+    how = "paired t-test over the seeds both ran" if test == PAIRED else "Welch's t-test"
     return (
-        f"Verdicts: val accuracy over seeds against the baseline. Better/worse: {how}; equivalent: two "
-        f"one-sided tests (TOST) that the difference lies within ±{margin * 100:g} pt. All {2 * n_compared} "
-        f"hypotheses of the {n_compared} comparison(s) form one family, Holm-Shaffer-corrected at a "
-        f"family-wise {alpha:.0%} (any false verdict in the suite){sequential}. Intervals are per-comparison "
-        f"95 % CIs of the difference in means. Undecided rows show the seeds per side that would decide them "
-        f"with {POWER:.0%} probability at the observed spread (t-test power, statsmodels). One seed gives no "
-        "verdict; a row with a failed, diverged or unfinished run is not judged (failures are counted, "
-        "never dropped)."
+        f"Verdicts: {measure} over seeds against the baseline. Better/worse: {how}; equivalent: two one-sided "
+        f"tests (TOST) that the difference lies within ±{margin * 100:g} pt. All {2 * n_compared} hypotheses "
+        f"of the {n_compared} comparison(s) form one family, Holm-Shaffer-corrected at a family-wise "
+        f"{alpha:.0%} (any false verdict in the suite).{sequential} Each interval is at the level its verdict "
+        "was decided at (its confidence is shown): inside the ±margin band means equivalent, clear of zero "
+        f"better or worse. Undecided rows show the seeds per side that would decide them with {POWER:.0%} "
+        "probability at the observed spread (t-test power, statsmodels). One seed gives no verdict; a row "
+        "with a failed, diverged or unfinished run is not judged (failures are counted, never dropped)."
     )

@@ -1,26 +1,55 @@
-"""Seeds where they matter (``--seeds auto``): rounds of seeds for the rows still undecided.
+"""Seeds where they matter (``--seeds auto``): rounds of seeds for the rows still undecided, and
+the alpha each look may spend.
 
 Every row starts with ``start`` seeds. After each round the suite is judged; each round then
 adds ``step`` seeds to every undecided row, and to the baseline while any row is undecided (its
 seeds enter every comparison), until every row is decided, ``max_seeds`` is reached or the
-budget is spent.
+budget is spent. So look k of a row still undecided holds ``n_k = min(start + (k - 1) step, max)``
+seeds, and its *information fraction* is ``t_k = n_k / n_K``: fixed before the first look.
 
-Looking after every round must not inflate the error rate. The scheme: alpha is split evenly
-over the maximum number of looks, ``looks = 1 + ceil((max_seeds - start) / step)``, and every
-look tests at ``alpha / looks`` (with Holm over the rows). By the union bound the chance of any
-false verdict at any look stays at or below alpha, whatever the data decide about the next
-round; ``tests/verdicts/test_error_rates.py`` checks it by simulation.
+**Alpha spent by a declared schedule.** Looking after every round must not inflate the error
+rate. A hypothesis tested at looks 1..K is a group-sequential test: at look k it is rejected when
+its p-value is at most a *nominal level* ``nominal_k``, and the levels are set so that, with no
+effect, the chance of a rejection at any look is exactly the hypothesis' alpha. How that alpha is
+spread over the looks is a Lan-DeMets spending function ``f(t)`` (the alpha spent by information
+fraction t, ``f(1) = alpha``):
+
+- ``obf`` (default): O'Brien-Fleming type, ``f(t) = 2 - 2 Phi(z_{1-a/2} / sqrt t)`` per side (a =
+  the one-sided alpha). It spends almost nothing at the first looks and keeps nearly all of alpha
+  for the last, so a suite that runs to its maximum seeds is judged almost as if it had looked once;
+- ``pocock``: Pocock type, ``f(t) = a ln(1 + (e - 1) t)``: nearly equal nominal levels at every look;
+- ``bonferroni``: alpha split evenly over the K looks, each at ``alpha / K``, ignoring that the
+  looks share data (what bench did before: valid by the union bound, and the most wasteful).
+
+The boundaries ``c_k`` (on the z scale; ``nominal_k = P(|Z| >= c_k)``) solve
+``P(no crossing before k, crossing at k) = f(t_k) - f(t_{k-1})`` for a Brownian motion observed at
+the fractions ``t_k`` (correlation ``sqrt(t_j / t_k)`` between looks), computed by the recursive
+numerical integration of Armitage, McPherson and Rowe (Jennison & Turnbull 2000, ch. 19) on a
+Simpson grid. ``tests/verdicts/test_sequential.py`` checks them against published tables: the
+two-sided O'Brien-Fleming-type boundaries 4.877, 3.357, 2.680, 2.290, 2.031 and 4.333, 2.963,
+2.359, 2.014 (alpha 0.05, 5 and 4 equally spaced looks; Reboussin et al. 2000, ld98/ldbounds),
+the Pocock-type 2.438, 2.427, 2.410, 2.397, 2.386, and a one-sided design.
+
+The tests themselves are t-tests on a few seeds: the nominal level is applied to the t-test's own
+p-value (t-based nominal levels), as group-sequential t-tests usually are for small samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
+
+import numpy as np
+from scipy import optimize, stats
 
 from .kinds import UNDECIDED
 
 UNDECIDED_KINDS = (UNDECIDED,)
+SPENDING = ("obf", "pocock", "bonferroni")
+DEFAULT_SPENDING = "obf"
+GRID_POINTS = 1001  # Simpson points per look: boundaries to 4 decimals (the tables' precision)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,12 +58,15 @@ class AutoSeeds:
     step: int = 2  # seeds an undecided row gets per later round
     max_seeds: int = 10  # per row, the baseline included
     budget_s: float | None = None  # wall-clock seconds for the whole suite (None: no limit)
+    spending: str = DEFAULT_SPENDING  # how alpha is spread over the looks (SPENDING)
 
     def __post_init__(self) -> None:
         if not 2 <= self.start <= self.max_seeds:
             raise ValueError(f"--seeds auto needs 2 <= start ({self.start}) <= max seeds ({self.max_seeds})")
         if self.step < 1:
             raise ValueError(f"--seeds auto needs a step >= 1, got {self.step}")
+        if self.spending not in SPENDING:
+            raise ValueError(f"spending {self.spending!r} is not accepted; accepted: {', '.join(SPENDING)}")
 
     @property
     def looks(self) -> int:
@@ -43,12 +75,93 @@ class AutoSeeds:
 
     @property
     def schedule(self) -> str:
-        """``auto start=3 step=2 max=10``: what a parent run records, and a resume must match."""
-        return f"auto start={self.start} step={self.step} max={self.max_seeds}"
+        """``auto start=3 step=2 max=10 spending obf``: what a parent run records, and a resume must match."""
+        return f"auto start={self.start} step={self.step} max={self.max_seeds} spending {self.spending}"
 
     def seeds_at_look(self, look: int) -> int:
         """Seeds a row still undecided has at look ``look`` (1-based) of the schedule."""
         return min(self.start + (look - 1) * self.step, self.max_seeds)
+
+    @property
+    def fractions(self) -> tuple[float, ...]:
+        """The information fraction of each look: seeds then over seeds at the last look."""
+        return tuple(self.seeds_at_look(k) / self.max_seeds for k in range(1, self.looks + 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Look:
+    """Which look of which schedule a suite is judged at: the nominal levels its tests use."""
+
+    fractions: tuple[float, ...] = (1.0,)  # every planned look's information fraction (one: fixed seeds)
+    index: int = 1  # 1-based
+    spending: str = DEFAULT_SPENDING
+
+    def level(self, alpha: float, sides: int) -> float:
+        """The nominal p-value level at this look for a hypothesis with ``alpha`` (two-sided, or one-sided)."""
+        if len(self.fractions) == 1:
+            return alpha
+        if self.spending == "bonferroni":
+            return alpha / len(self.fractions)
+        return float(nominal_levels(self.fractions, alpha, sides, self.spending)[self.index - 1])
+
+    @classmethod
+    def of(cls, auto: AutoSeeds | None, index: int) -> Look:
+        return cls() if auto is None else cls(auto.fractions, min(index, auto.looks), auto.spending)
+
+
+def spent(t: float, alpha: float, spending: str, sides: int = 2) -> float:
+    """Alpha spent by information fraction ``t`` (both sides together for a two-sided test)."""
+    a = alpha / sides  # per side
+    if spending == "obf":
+        per_side = 2 - 2 * stats.norm.cdf(stats.norm.ppf(1 - a / 2) / math.sqrt(t))
+    elif spending == "pocock":
+        per_side = a * math.log(1 + (math.e - 1) * t)
+    else:
+        raise ValueError(f"spending {spending!r} has no boundary; accepted: obf, pocock")
+    return per_side * sides
+
+
+@functools.lru_cache(maxsize=4096)
+def boundaries(fractions: tuple[float, ...], alpha: float, sides: int = 2, spending: str = DEFAULT_SPENDING,
+               points: int = GRID_POINTS) -> tuple[float, ...]:
+    """The z boundary of each look: crossing at look k, not before, has probability
+    ``spent(t_k) - spent(t_{k-1})`` with no effect (symmetric when two-sided)."""
+    out: list[float] = []
+    grid = mass = None  # where S_{k-1} (the score: Z sqrt(t)) is still inside, and its probability mass there
+    before_t, before_spent = 0.0, 0.0
+    for t in fractions:
+        target = spent(t, alpha, spending, sides) - before_spent
+        sd = math.sqrt(t - before_t)  # the score's increment since the last look
+
+        def crossing(c: float) -> float:
+            edge = c * math.sqrt(t)
+            if mass is None:
+                return sides * stats.norm.sf(edge / sd)
+            upper = stats.norm.sf((edge - grid) / sd)
+            lower = stats.norm.cdf((-edge - grid) / sd) if sides == 2 else 0.0
+            return float(np.dot(mass, upper + lower))
+
+        c = optimize.brentq(lambda c: crossing(c) - target, 0.01, 40.0, xtol=1e-10)
+        out.append(float(c))
+        edge = c * math.sqrt(t)
+        new_grid = np.linspace(-edge if sides == 2 else -12.0 * math.sqrt(t), edge, points)
+        weights = np.full(points, (new_grid[1] - new_grid[0]) / 3.0)  # Simpson: 1, 4, 2, 4, ..., 4, 1
+        weights[1:-1:2] *= 4.0
+        weights[2:-1:2] *= 2.0
+        if mass is None:
+            density = stats.norm.pdf(new_grid / sd) / sd
+        else:
+            density = (mass[None, :] * stats.norm.pdf((new_grid[:, None] - grid[None, :]) / sd)).sum(axis=1) / sd
+        grid, mass = new_grid, density * weights
+        before_t, before_spent = t, before_spent + target
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def nominal_levels(fractions: tuple[float, ...], alpha: float, sides: int = 2,
+                   spending: str = DEFAULT_SPENDING) -> tuple[float, ...]:
+    """Each look's nominal p-value level: a test's p-value at look k rejects when at most this."""
+    return tuple(float(sides * stats.norm.sf(c)) for c in boundaries(fractions, alpha, sides, spending))
 
 
 def next_round(kinds: Mapping[str, str], seeds: Mapping[str, int], baseline: str, auto: AutoSeeds) -> dict[str, int]:
@@ -64,4 +177,3 @@ def next_round(kinds: Mapping[str, str], seeds: Mapping[str, int], baseline: str
     if grow and seeds[baseline] < auto.max_seeds:
         grow[baseline] = min(seeds[baseline] + auto.step, auto.max_seeds)
     return grow
-

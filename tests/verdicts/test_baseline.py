@@ -1,5 +1,6 @@
 """Verdicts against the baseline, on numbers whose answers are known or worked by hand."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -115,11 +116,20 @@ def test_holm_is_statsmodels_holm(monkeypatch):
             assert holm(p) == pytest.approx(multipletests(p, method="holm")[1])
 
 
-def test_looks_split_alpha_so_the_same_data_decide_less():
+def test_looks_spend_alpha_so_the_same_data_decide_less_at_an_early_look():
+    from bench.verdicts import AutoSeeds
+    from bench.verdicts.sequential import Look
+
     values = {"base": B, "a": A}
-    assert against_baseline(values, "base", looks=1).set_index("label").loc["a", "kind"] == "better"
-    # alpha / 4 per look: p = 0.044 is no longer enough
-    assert against_baseline(values, "base", looks=4).set_index("label").loc["a", "kind"] == "undecided"
+    assert against_baseline(values, "base").set_index("label").loc["a", "kind"] == "better"  # p = 0.044, one look
+    auto = AutoSeeds(start=3, step=2, max_seeds=9)
+    for spending in ("obf", "bonferroni"):  # alpha spent over 4 looks: p = 0.044 is not enough at look 1
+        early = against_baseline(values, "base", look=Look.of(dataclasses.replace(auto, spending=spending), 1))
+        assert early.set_index("label").loc["a", "kind"] == "undecided", spending
+    # The interval shown is at the level that look used: far wider than the 95 % one, and it holds zero.
+    first = against_baseline(values, "base", look=Look.of(auto, 1)).set_index("label").loc["a"]
+    assert first["ci_level"] == pytest.approx(1 - Look.of(auto, 1).level(0.05, 2))
+    assert first["ci_low"] < 0 < first["ci_high"]
 
 
 def test_one_seed_gives_no_verdict_rather_than_a_false_one():
@@ -162,6 +172,27 @@ def test_seeds_needed_decide_the_row_about_as_often_as_promised():
     assert seeds_needed(0.0, 0.0, 0.0, 0.01, 0.05) is None  # no spread: nothing to compute
 
 
-def test_the_method_note_names_the_tests_and_the_looks():
-    note = method_note(8, margin=0.01, looks=4)
-    assert "Welch" in note and "TOST" in note and "Holm" in note and "±1 pt" in note and "4 looks" in note
+def test_the_method_note_names_the_tests_the_looks_and_the_interval_level():
+    from bench.verdicts import AutoSeeds
+    from bench.verdicts.sequential import Look
+
+    note = method_note(8, margin=0.01, look=Look.of(AutoSeeds(start=3, step=2, max_seeds=9), 2), test="paired",
+                       measure="mean val accuracy over the last 5 epochs")
+    assert "paired t-test" in note and "TOST" in note and "Holm-Shaffer" in note and "±1 pt" in note
+    assert "4 looks" in note and "O'Brien-Fleming-type" in note and "look 2" in note
+    assert "mean val accuracy over the last 5 epochs" in note and "at the level its verdict was decided at" in note
+
+
+def test_an_interval_inside_the_band_means_equivalent_and_one_clear_of_zero_better_or_worse():
+    rng = np.random.default_rng(3)
+    base = rng.normal(0.90, 0.004, 8)
+    rows = {"same": base + rng.normal(0, 0.001, 8), "up": base + 0.02 + rng.normal(0, 0.002, 8),
+            "noisy": base + rng.normal(0, 0.03, 8)}
+    table = against_baseline({"base": pd.Series(base), **{k: pd.Series(v) for k, v in rows.items()}}, "base",
+                             pair=True).set_index("label")
+    assert table.loc["same", "kind"] == "equivalent" and -0.01 < table.loc["same", "ci_low"]
+    assert table.loc["same", "ci_high"] < 0.01
+    assert table.loc["up", "kind"] == "better" and table.loc["up", "ci_low"] > 0
+    assert table.loc["noisy", "kind"] == "undecided" and table.loc["noisy", "ci_low"] < 0 < table.loc["noisy", "ci_high"]
+    for label in rows:  # the level: what the step-down used for the row, never looser than 95 %
+        assert 0.95 <= table.loc[label, "ci_level"] < 1
