@@ -42,6 +42,7 @@ class TrainConfig:
     l2: float | None = None  # explicit penalty l2 * sum(w^2) added to the loss
     seed: int = 0  # model init, batch order, dropout
     split_seed: int = 0  # which train images are held out as val; fixed so seeds share one val set
+    val_fold: int = 0  # which block of the split seed's order is val: folds of one seed are disjoint
     device: str = "auto"  # auto: cuda if available, else cpu
     amp: str = "auto"  # auto: bf16 on CUDA, off on CPU
     memory_format: str = "auto"  # auto: channels_last for nets with convolutions (1.2-1.8x on CPU)
@@ -107,6 +108,8 @@ class TrainConfig:
             raise ConfigError("val_fraction=0 leaves no validation data; use val_fraction > 0 or val_from_test")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise bad("max_train_samples", "an integer >= 1, or unset for the whole split")
+        if not (isinstance(self.val_fold, int) and self.val_fold >= 0):
+            raise bad("val_fold", "an integer >= 0")
         if self.threads is not None and self.threads < 1:
             raise bad("threads", "an integer >= 1, or unset for torch's default")
         if not (isinstance(self.last_k, int) and self.last_k >= 1):

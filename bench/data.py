@@ -161,11 +161,14 @@ def load_dataset(
     val_fraction: float = 0.1,
     val_from_test: bool = False,
     max_train_samples: int | None = None,
+    val_fold: int = 0,
 ) -> DataSplits:
     """Train / val / test splits of ``name`` as uint8 tensors plus train-split statistics.
 
     ``val`` is a seeded hold-out of ``val_fraction`` of train, so a search never sees
     test; ``val_from_test=True`` uses the test split as val, the book's convention.
+    ``val_fold``: which block of the seeded order is val (0: the first): with one seed, folds are
+    disjoint, so a search's confirmation (fold 1) measures val on images its trials (fold 0) never saw.
     ``max_train_samples`` keeps a seeded random subset of the (remaining) train split.
     """
     info = dataset_info(name)
@@ -181,7 +184,12 @@ def load_dataset(
                 f"val_fraction={val_fraction} of {len(train):,} train images leaves {n_val:,} for val; "
                 "choose a fraction that leaves at least one image on each side"
             )
-        val, train = train.subset(order[:n_val]), train.subset(order[n_val:])
+        if (val_fold + 1) * n_val >= len(train):
+            raise DataError(f"val_fold={val_fold} of {n_val:,}-image folds does not fit in {len(train):,} train "
+                            f"images; accepted: 0 to {len(train) // n_val - 2}")
+        held = order[val_fold * n_val:(val_fold + 1) * n_val]
+        rest = torch.cat([order[:val_fold * n_val], order[(val_fold + 1) * n_val:]])
+        val, train = train.subset(held), train.subset(rest)
     if max_train_samples is not None and max_train_samples < len(train):
         train = train.subset(torch.randperm(len(train), generator=generator)[:max_train_samples])
     mean, std = _channel_stats(train.images)

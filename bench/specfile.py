@@ -43,6 +43,7 @@ class Training:
     val_from_test: bool | None = None
     max_train_samples: int | None = None
     split_seed: int | None = None
+    val_fold: int | None = None
     amp: str | None = None
     evaluate_test: bool | None = None  # false: never touch the test split (a search's confirmation does it after selection)
     last_k: int | None = None  # val_acc_last_k: the mean val accuracy over the last k epochs

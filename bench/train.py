@@ -401,12 +401,18 @@ def moving_average(model: nn.Module, decay: float) -> AveragedModel:
     after every step with decay min(decay, (1 + t) / (10 + t)) at step t: a warm-up, so the average of a
     short run is not mostly its random initial weights."""
 
+    counter: list[int] = []  # the step, counted here: reading AveragedModel's from a GPU would sync every step
+
     @torch.no_grad()
     def ema(averaged: list[torch.Tensor], current: list[torch.Tensor], steps: torch.Tensor) -> None:
         if not averaged[0].is_floating_point():  # batch norm's step counters: the latest, not an average
             torch._foreach_copy_(averaged, current)
             return
-        t = float(steps)
+        if not counter:  # once per process (a resumed run continues its count): one sync, not one per step
+            counter.append(int(steps))
+        else:
+            counter[0] += 1
+        t = float(counter[0])
         torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + t) / (10.0 + t)))
 
     return AveragedModel(model, multi_avg_fn=ema, use_buffers=True)
@@ -501,6 +507,7 @@ def load_data(config: TrainConfig) -> DataSplits:
         val_fraction=config.val_fraction,
         val_from_test=config.val_from_test,
         max_train_samples=config.max_train_samples,
+        val_fold=config.val_fold,
     )
 
 

@@ -4,6 +4,7 @@ study, and registered only when it holds against the baseline."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -160,19 +161,28 @@ def test_the_top_configs_and_the_baseline_get_fresh_seeds_under_the_studys_paren
 
 
 def test_confirmation_runs_hold_out_a_fresh_split_and_the_baseline_shares_it(confirmed):
+    from bench.train import load_data
+
     spec, outcome = confirmed
     result = outcome.confirmation
     study_runs = tracking.child_runs(outcome.parent_run_id)
     trials = study_runs[study_runs["tags.bench.kind"] == "trial"]
-    assert set(trials["params.split_seed"]) == {"0"} == {str(spec.split_seed)}
+    assert set(trials["params.val_fold"]) == {"0"} == {str(spec.val_fold)}
     runs = tracking.child_runs(result.parent_run_id)
-    by_label = runs.groupby("tags.bench.label")["params.split_seed"].apply(set).to_dict()
+    by_label = runs.groupby("tags.bench.label")["params.val_fold"].apply(set).to_dict()
     assert by_label == {**{c.label: {"1"} for c in result.candidates}, "stalled lenet": {"1"}}
-    assert result.split_seed == spec.confirmation_split_seed == 1 and result.trials_split_seed == 0
+    assert (result.val_fold, result.trials_val_fold) == (spec.confirmation_val_fold, 0) == (1, 0)
     record = study_record(outcome.parent_run_id)
-    assert (record["split_seed"], record["trials_split_seed"]) == (1, 0)
+    assert (record["val_fold"], record["trials_val_fold"]) == (1, 0)
     suite_file = tracking.read_artifact_text(result.parent_run_id, f"{spec.name}.toml")
-    assert suite_file.count("split_seed = 1") == 3 and "split_seed = 0" not in suite_file  # every row, baseline too
+    assert suite_file.count("val_fold = 1") == 3 and "val_fold = 0" not in suite_file  # every row, baseline too
+    # Not one val image of the confirmation was in the val the trials were selected on.
+    trial_config = spec.config(result.candidates[0].params)
+    selected = load_data(trial_config).val.images
+    confirmed_on = load_data(dataclasses.replace(trial_config, val_fold=1)).val.images
+    assert len(selected) == len(confirmed_on) > 0
+    seen = {bytes(image.numpy().tobytes()) for image in selected}
+    assert not any(bytes(image.numpy().tobytes()) in seen for image in confirmed_on)
 
 
 def test_a_baseline_with_its_own_split_is_refused(tmp_path):
@@ -200,8 +210,8 @@ def test_verdicts_judge_every_config_against_the_baseline_together_and_against_t
                                  margin=0.01, pair=True).set_index("label")
         assert summary.loc[candidate.label, "baseline_p_holm"] == pytest.approx(together.loc[candidate.label, "p_holm"])
         assert together.loc[candidate.label, "p_holm"] >= alone.loc[candidate.label, "p_holm"]
-    means = {c.label: summary.loc[c.label, "val_acc_mean"] for c in result.candidates}
-    assert result.winner.label == max(means, key=means.get)  # chosen on the confirmed val mean
+    means = {c.label: summary.loc[c.label, "measure_mean"] for c in result.candidates}
+    assert result.winner.label == max(means, key=means.get)  # chosen on the confirmed measure (val, last epochs)
     assert result.verdict_kind == "better" and result.beats_baseline and result.holds_against_baseline
     versus = result.versus_winner.set_index("label")
     assert versus.loc[result.winner.label, "verdict"] == "baseline"
@@ -320,7 +330,7 @@ def test_the_study_report_shows_the_honest_picture(confirmed, tmp_path):
     result = outcome.confirmation
     assert "The winner, confirmed" in page and f"Winner: {result.winner.label}" in page
     assert "gap, pt" in page and "measured once after it was chosen" in page
-    assert "on a fresh split: val held out of train by split_seed 1, not the trials' 0" in page
+    assert "on a fresh split: val held out of train as fold 1 of split_seed 0's order, not the trials' fold 0" in page
     for candidate in result.candidates:
         assert f"{candidate.value:.4f}" in page
     assert "No config of this search beats the baseline" not in page and "no champion" not in page
@@ -401,7 +411,7 @@ def test_a_confirmation_run_that_fails_leaves_its_config_unjudged_and_the_search
     import bench.suites.workers as workers_module
 
     spec = load_study(write_study(tmp_path, "confirm-a-failure", n_trials=2, batch=10, lr=(0.03, 0.08), width=(6, 8),
-                                  seeds=2, baseline=STALLED, val_fraction=0.02))
+                                  seeds=3, baseline=STALLED, val_fraction=0.02))
     real = workers_module.train_pair
     failing: list[str] = []
 
@@ -421,7 +431,7 @@ def test_a_confirmation_run_that_fails_leaves_its_config_unjudged_and_the_search
         outcome = run_search(spec, storage=str(tmp_path / "f.journal"), echo=lines.append)
         result = outcome.confirmation
         summary = result.summary.set_index("label")
-        assert summary.loc[failing[0], "verdict"] == "not judged: 1 of 2 runs failed"
+        assert summary.loc[failing[0], "verdict"] == "not judged: 1 of 3 runs failed"
         assert result.winner is not None and result.winner.label != failing[0]  # a judged config comes first
         assert summary.loc[result.winner.label, "verdict_kind"] == "better"
     assert "the confirmation ended with runs that did not finish" in said(lines)

@@ -82,7 +82,8 @@ def test_a_rerun_with_the_same_seeds_is_identical_row_by_row_and_passes(runs, ca
     out = capsys.readouterr().out
     for label in ("softmax", "tiny"):
         assert re.search(rf"(?m)^ *{label} +3/3 .* identical \(every seed the same\)$", out), out
-    assert "seed by seed (paired t-test, paired TOST)" in out and "worse" not in out.split("B against A")[0]
+    assert "2 row(s) seed by seed, every seed the same (identical, no test needed)" in " ".join(out.split())
+    assert "worse" not in out.split("B against A")[0]
 
 
 def test_a_row_broken_by_a_code_change_fails_the_gate_naming_it_and_why(runs, capsys, tmp_path):
@@ -116,8 +117,8 @@ def test_runs_of_different_plans_are_refused_naming_the_difference_unless_allowe
     assert "Plans differ (compared because --allow-other-plans was given)" in out and differs in out
     if other == "other-lr":  # lr x 100: softmax's loss explodes in B, and that fails the gate
         assert code == 1 and "B is worse than A or broken in: softmax (B: " in out and "diverged" in out
-    else:  # seeds 0,1 against 0,1,2: seed by seed over the two both ran
-        assert "seed by seed (paired t-test, paired TOST)" in out and "Welch" not in out
+    else:  # seeds 0,1 against 0,1,2: seed by seed over the two both ran, and those two are the same
+        assert "2 row(s) seed by seed, every seed the same" in " ".join(out.split()) and "Welch" not in out
 
 
 def test_two_runs_of_one_seeds_auto_schedule_are_one_plan_whatever_seeds_each_ended_with():

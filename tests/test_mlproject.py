@@ -20,7 +20,7 @@ def mlflow_cli() -> str:
 
 def test_every_entry_point_is_declared_with_typed_defaults():
     spec = yaml.safe_load((REPO / "MLproject").read_text())
-    assert {"main", "train", "suite", "search", "report"} <= set(spec["entry_points"])
+    assert {"main", "train", "suite", "search", "report", "diff", "history"} <= set(spec["entry_points"])
     for name, entry in spec["entry_points"].items():
         for param, declared in entry.get("parameters", {}).items():
             assert declared["type"] in {"string", "float", "path"}, (name, param)
@@ -75,3 +75,12 @@ def test_main_style_suite_lands_in_the_suites_experiment_with_readable_names(tra
     launcher = client.get_run(parent.data.tags["bench.launched_by"])
     assert launcher.info.experiment_id == "0" and launcher.info.run_name == "mlflow run: mnist-seeds [quick]"
     assert parent.info.run_id in launcher.data.tags["mlflow.note.content"]
+    # The history entry point over that store: the one parent run, per row, in the terminal and a page.
+    result = subprocess.run(
+        [mlflow_cli(), "run", str(REPO), "--env-manager", "local", "-e", "history", "-P", "suite=mnist-seeds:quick",
+         "-P", f"out={tmp_path / 'history'}"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "history of mnist-seeds:quick: 1 parent run(s) on 1 machine(s)" in result.stdout, result.stdout
+    assert (tmp_path / "history" / "index.html").is_file() and (tmp_path / "history" / "history.csv").is_file()

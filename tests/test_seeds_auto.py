@@ -90,7 +90,7 @@ def test_rounds_budget_failures_kills_and_resumes_keep_the_schedule(tmp_path):
     summary = first.value.summary.set_index("label")
     tags = tracking.get_run(parent_id).data.tags
     assert tags["bench.seeds_design"] == ("auto start=3 step=2 max=5 spending obf; margin 0.001; measure val_acc_last_k; "
-                                          "paired; rows softmax,near-a,near-b,flaky")
+                                          "paired; baseline softmax; rows softmax,near-a,near-b,flaky")
     assert (tags["bench.looks"], tags["bench.looks_taken"], tags["bench.round_judged"]) == ("2", "1", "true")
     assert tags["bench.seeds_auto_stop"].startswith("budget: ")
     assert summary.loc["flaky", "verdict"] == "not judged: 1 of 3 runs failed"

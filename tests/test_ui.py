@@ -230,6 +230,139 @@ def test_compare_page_of_the_suites_children_renders(ui_suite, browser, tmp_path
     }, shot=tmp_path / "compare.png")
 
 
+VERDICT_SUITE = """\
+[suite]
+name = "ui-verdicts"
+dataset = "mnist"
+seeds = [0, 1, 2]
+baseline = "softmax"
+
+[defaults]
+max_train_samples = 600
+epochs = 1
+lr = 0.1
+
+[profiles.quick]
+
+[[variants]]
+variant = "softmax"
+
+[[variants]]
+variant = "softmax"
+label = "softmax-frozen"
+lr = 1e-7  # stays at its random init: worse than the baseline at any seed
+"""
+VERDICT_COLUMN = "tags.`bench.verdict`"  # the runs table's column id for the tag
+
+
+@pytest.fixture(scope="module")
+def verdict_suite(server, tmp_path_factory):  # noqa: F811
+    from bench.report import log_verdicts_figure
+
+    root = tmp_path_factory.mktemp("ui-verdicts")
+    (root / "ui-verdicts.toml").write_text(VERDICT_SUITE)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", server)
+        outcome = run_suite(load_suite(root / "ui-verdicts.toml"), "quick", log_models=False, progress=False,
+                            echo=lambda _: None, overrides={"threads": 1})
+        assert log_verdicts_figure(outcome.parent_run_id, outcome.summary)  # what `bench suite` does at its end
+        children = tracking.child_runs(outcome.parent_run_id)
+        experiment_id = tracking.get_run(outcome.parent_run_id).info.experiment_id
+    kinds = dict(zip(children["run_id"], children["tags.bench.verdict"]))
+    assert sorted(kinds.values()) == ["baseline"] * 3 + ["worse"] * 3
+    return {"url": server, "experiment": experiment_id, "parent": outcome.parent_run_id, "kinds": kinds}
+
+
+def verdict_cells(driver) -> dict[str, str]:
+    """run id -> the text of its row's bench.verdict cell, for the rows the runs table has rendered."""
+    return driver.execute_script(
+        "const out = {}; document.querySelectorAll('[row-id] [col-id]').forEach(c => {"
+        f" if (c.getAttribute('col-id') === {json.dumps(VERDICT_COLUMN)})"
+        "  out[c.closest('[row-id]').getAttribute('row-id')] = c.innerText.trim(); }); return out;")
+
+
+def expand_parent(driver, name: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    cell = driver.find_element(By.LINK_TEXT, name).find_element(By.XPATH, "ancestor::*[contains(@class, 'ag-cell-value')]")
+    cell.find_element(By.CSS_SELECTOR, "button").click()
+
+
+def wait_until(driver, check, what: str, shot, timeout: float = 60):
+    """``check()``'s value once it is truthy; fail naming ``what`` (and the last value) after ``timeout``,
+    with a screenshot in ``shot``."""
+    deadline, value = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1)
+    driver.save_screenshot(str(shot))
+    pytest.fail(f"never saw {what}; last: {value!r}")
+
+
+def test_the_runs_table_shows_each_runs_verdict_and_filters_by_it(verdict_suite, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    base, experiment, kinds = verdict_suite["url"], verdict_suite["experiment"], verdict_suite["kinds"]
+    url = f"{base}/#/experiments/{experiment}/runs"
+    browser.set_window_size(2600, 1000)  # the table draws only the columns in view: room for the added one
+    page_text(browser, url, "Training runs", sections={("Run Name", "7 matching runs"): ["ui-verdicts [quick]"]},
+              shot=tmp_path / "runs.png")
+    # As a user adds a column: Columns, search "bench.verdict", tick the tag, close the menu.
+    next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Columns").click()
+    wait_until(browser, lambda: browser.switch_to.active_element.get_attribute("placeholder") == "Search columns",
+               "the column search box", tmp_path / "columns.png")
+    browser.switch_to.active_element.send_keys("bench.verdict")
+    wait_until(browser, lambda: [e for e in browser.find_elements(By.XPATH, "//*[normalize-space(text())='bench.verdict']")
+                        if "tree-title" in (e.get_attribute("class") or "")], "bench.verdict in the column list",
+               tmp_path / "columns.png")[0].click()
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    expand_parent(browser, "ui-verdicts [quick]")
+    # Every child's row shows its own verdict in the bench.verdict column (the parent's holds none).
+    shown = wait_until(browser, lambda: (lambda cells: cells if set(kinds) <= set(cells) else None)(verdict_cells(browser)),
+                       "a bench.verdict cell for every child run", tmp_path / "verdict-column.png")
+    browser.save_screenshot(str(tmp_path / "verdict-column.png"))
+    assert {run_id: shown[run_id] for run_id in kinds} == kinds
+    assert shown[verdict_suite["parent"]] == "-"
+    # The search box filters on it: only the worse row's runs (under their parent) are listed.
+    worse = {run_id for run_id, kind in kinds.items() if kind == "worse"}
+    filtered = url + "?searchFilter=" + urllib.parse.quote("tags.bench.verdict = 'worse'")
+    page_text(browser, filtered, "Run Name", "ui-verdicts [quick]", shot=tmp_path / "filtered.png")
+
+    def listed() -> set[str]:
+        return set(browser.execute_script(
+            "return Array.from(document.querySelectorAll('[row-id]')).map(r => r.getAttribute('row-id'))"))
+
+    wait_until(browser, lambda: verdict_suite["parent"] in listed(), "the parent listed", tmp_path / "filtered.png")
+    time.sleep(2)
+    if not worse & listed():  # the table keeps a parent expanded across pages; expand it when it is not
+        expand_parent(browser, "ui-verdicts [quick]")
+    rows = wait_until(browser, lambda: (lambda ids: ids if worse <= ids else None)(listed()), "the worse runs listed",
+                      tmp_path / "filtered.png")
+    browser.save_screenshot(str(tmp_path / "filtered.png"))
+    assert rows == worse | {verdict_suite["parent"]}
+
+
+def test_the_parent_run_page_renders_the_verdicts_table_and_the_forest_plot(verdict_suite, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    base, experiment, parent = verdict_suite["url"], verdict_suite["experiment"], verdict_suite["parent"]
+    url = f"{base}/#/experiments/{experiment}/runs/{parent}/artifacts/verdicts.json"
+    # The logged table in MLflow's table view: its header, then each row's look, label, verdict and seeds.
+    page_text(browser, url, "View as table", "look\nrow\nverdict\nseeds\nmean %", "1\nsoftmax\nbaseline\n3",
+              "1\nsoftmax-frozen\nworse\n3", shot=tmp_path / "verdicts-table.png")
+    tree = browser.find_elements(By.XPATH, "//*[normalize-space(text())='verdicts.png']")
+    tree[0].click()
+    drawn = wait_until(browser, lambda: browser.execute_script(
+        "return Array.from(document.images).filter(i => i.complete && i.naturalWidth > 300)"
+        ".map(i => [decodeURIComponent(i.src).slice(0, 200), i.naturalWidth])"), "the forest plot drawn",
+        tmp_path / "verdicts-figure.png")
+    browser.save_screenshot(str(tmp_path / "verdicts-figure.png"))
+    assert drawn
+
+
 STUDY = """\
 [study]
 name = "ui-study"

@@ -58,7 +58,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     failing = failures(table, args.fail_on) if args.fail_on != "never" else []
     print(format_diff(table, a, b, differences))
     if not args.no_report:
-        out = Path(args.out) if args.out else Path("reports") / slug(f"diff-{a.title}-{b.title}")
+        default = Path("reports") / slug(f"diff-{a.title}-{b.title}")
+        out = Path(args.out) if args.out and args.out != "default" else default  # "default": MLproject's word
         report = diff_page.build(table, a, b, out, args.ui_url.rstrip("/"), failing, differences)
         print(f"report: {report.out_dir / 'index.html'}")
     if failing:

@@ -68,6 +68,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
+    from ..report import log_verdicts_figure
     from ..suites import SuiteError, SuiteFailed, format_summary, load_suite, run_suite
 
     overrides: dict[str, Any] = {}
@@ -109,11 +110,13 @@ def cmd_suite(args: argparse.Namespace) -> int:
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
     except SuiteFailed as exc:
+        log_verdicts_figure(exc.parent_run_id, exc.summary)
         print(format_summary(exc.summary))
         print("\n".join(textwrap.wrap(f"bench: {exc}", 100, subsequent_indent="  ")), file=sys.stderr)
         if args.report is not None and not exc.summary.empty:
             write_report(exc.parent_run_id, args.report or None, args.ui_url)
         return 1
+    log_verdicts_figure(outcome.parent_run_id, outcome.summary)
     print(format_summary(outcome.summary))
     print(f"parent run {outcome.parent_run_id}:\n  {outcome.line()}")
     if args.report is not None:

@@ -12,7 +12,10 @@ templates in ``templates/`` with autoescaping on: a value taken from a run is ne
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
+
+import pandas as pd
 
 from .. import tracking
 from .charts import CHART_DPI
@@ -20,7 +23,9 @@ from .pages import DEFAULT_UI, Report, ReportError, slug
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
-__all__ = ["CHART_DPI", "DEFAULT_UI", "Report", "ReportError", "build_report", "find_parent"]
+__all__ = ["CHART_DPI", "DEFAULT_UI", "VERDICTS_FIGURE", "Report", "ReportError", "build_report", "find_parent",
+           "log_verdicts_figure"]
+VERDICTS_FIGURE = "verdicts.png"  # the forest plot on a suite's parent run
 
 
 def find_parent(target: str):
@@ -65,3 +70,19 @@ def build_report(target: str, out_dir: str | Path | None = None, *, ui_url: str 
         for path in report.files:
             tracking.log_artifact_file(parent_id, path, "report")
     return report
+
+
+def log_verdicts_figure(parent_run_id: str, summary: pd.DataFrame) -> bool:
+    """The forest plot of a suite's verdicts (each row's difference from the baseline, its interval at
+    the level that decided it) logged on its parent run as ``verdicts.png``, where the run page shows
+    it. False when no row was compared with the baseline (nothing to draw)."""
+    from . import charts
+
+    if summary.empty or summary["baseline_diff"].notna().sum() < 2:  # the baseline's own 0 and one row at least
+        return False
+    base = summary.loc[summary["verdict_kind"] == "baseline", "label"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = charts.verdicts_chart(summary, summary.attrs.get("margin", 0.01), Path(tmp) / VERDICTS_FIGURE,
+                                     baseline=str(base.iloc[0]) if len(base) else None)
+        tracking.log_artifact_file(parent_run_id, path)
+    return True

@@ -134,7 +134,7 @@ def curves_chart(histories: pd.DataFrame, summary: pd.DataFrame, suite: Suite | 
 def verdicts_chart(summary: pd.DataFrame, margin: float, path: Path, *, baseline: str | None = None,
                    title: str = "Verdicts against the baseline") -> Path:
     """A forest plot of the verdicts: each row's val-accuracy difference from the baseline, in points,
-    with its 95 % interval, the ±margin band shaded, coloured by verdict; where a source published
+    with its interval at the level its verdict was decided at, the ±margin band shaded, coloured by verdict; where a source published
     both the row and the baseline, its difference is marked."""
     rows = summary[summary["verdict_kind"] != "baseline"].reset_index(drop=True)
     sns.set_theme(style="whitegrid")
@@ -174,6 +174,47 @@ def verdicts_chart(summary: pd.DataFrame, margin: float, path: Path, *, baseline
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+# ---------------------------------------------------------------------------- a suite's history
+
+
+def suite_row_history_chart(rows: pd.DataFrame, label: str, path: Path) -> Path:
+    """One row of a suite across its parent runs (``suites.history``): each run's mean in %, with its
+    95 % t-interval over seeds, at its run number, one colour per machine; a flagged step (worse or
+    broken against the run before it on the same machine) ringed in red."""
+    mine = rows[rows["row"] == label]
+    machines = list(dict.fromkeys(rows["machine"]))
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    palette = sns.color_palette("deep", max(len(machines), 1))
+    for k, machine in enumerate(machines):
+        runs = mine[mine["machine"] == machine].sort_values("run")
+        measured = runs.dropna(subset=["mean"])
+        if measured.empty:
+            continue
+        low = (measured["mean"] - measured["ci_low"].fillna(measured["mean"])) * 100
+        high = (measured["ci_high"].fillna(measured["mean"]) - measured["mean"]) * 100
+        ax.errorbar(measured["run"], measured["mean"] * 100, yerr=[low, high], fmt="o-", color=palette[k], capsize=3,
+                    label=f"machine {k + 1}")
+    flagged = mine[mine["flagged"]]
+    for _, r in flagged.iterrows():
+        y = r["mean"] * 100 if not _missing(r["mean"]) else ax.get_ylim()[0]
+        ax.scatter([r["run"]], [y], s=220, facecolors="none", edgecolors=VERDICT_COLORS[WORSE], linewidths=2, zorder=5)
+        ax.annotate(str(r["step_kind"]), (r["run"], y), textcoords="offset points", xytext=(8, -14),
+                    color=VERDICT_COLORS[WORSE], fontsize="small")
+    runs = sorted(set(rows["run"]))
+    ax.set_xticks(runs, [f"#{n}" for n in runs])
+    ax.set_xlim(min(runs) - 0.5, max(runs) + 0.5)
+    ax.set_xlabel("parent run, oldest first")
+    ax.set_ylabel("mean %, 95 % t-interval")
+    ax.set_title(f"{label}: {mine['measure'].iloc[0] if len(mine) else ''} per run")
+    if len(machines) > 1:
+        ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
 
 
 # ---------------------------------------------------------------------------- studies

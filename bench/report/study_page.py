@@ -127,6 +127,7 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
         "beats_baseline": record.get("beats_baseline", False), "margin_pt": f"{margin * 100:g}",
         # Confirmations from before the fresh split recorded none: they measured on the trials' split.
         "split_seed": record.get("split_seed"), "trials_split_seed": record.get("trials_split_seed"),
+        "val_fold": record.get("val_fold"), "trials_val_fold": record.get("trials_val_fold"),
         "champion_note": record.get("champion_note", ""),
         "test": f"{test['mean']:.4f} ± {test['std']:.4f} over {test['n']} runs" if test.get("n") else "not measured",
         "test_label": test.get("label", winner), "test_is_winner": test.get("label", winner) == winner,

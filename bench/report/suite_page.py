@@ -33,7 +33,7 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
     curves = learning_curves(outcomes)
     reached = time_to_target(curves, suite.target, suite.measure) if suite and suite.target is not None else None
     summary = summarize(outcomes, suite, margin=margin, look=look_of(tags), planned=planned_of(tags),
-                        decided=decisions_of(tags), reached=reached)
+                        decided=decisions_of(parent_id), reached=reached)
     finished = outcomes[outcomes["pair_state"] == FINISHED]  # the measurements; the others are listed as failures
     curves.to_csv(out / "curves.csv", index=False)
     images = {} if finished.empty else {

@@ -7,13 +7,12 @@ the ``top`` distinct configs by val and the study's baseline are written as a su
 workers, storage, resume and checkpoints, with one parent run nested under the study's parent.
 
 A fresh split, not only fresh seeds: the trials were selected on the val images that the study's
-``split_seed`` holds out of train, and measuring the configs again on those images would carry the
-selection into the confirmation. Every confirmation run (the baseline's too, so the comparison is on
-the same images) holds val out by another seed, ``StudySpec.confirmation_split_seed`` (the study's
-plus one), recorded in the suite file and in ``confirmation.json``. Val being a hold-out of train,
-the confirmation also trains on other images than the trials did. The new hold-out is a fresh random
-draw, so about ``val_fraction`` of its images (10 % by default) were in the trials' val as well:
-mostly, not entirely, images the search never selected on.
+``split_seed`` holds out of train (fold ``val_fold``, 0 by default, of that seed's order), and measuring
+the configs again on those images would carry the selection into the confirmation. Every confirmation
+run (the baseline's too, so the comparison is on the same images) holds out the next fold of the same
+order, ``StudySpec.confirmation_val_fold``: images disjoint from the trials' val, none of which the
+search selected on; recorded in the suite file and in ``confirmation.json``. Val being a hold-out of
+train, the confirmation trains on the trials' val images and not on its own.
 
 The suite's verdicts judge each config against the baseline, Holm-corrected over the suite's
 comparisons; the configs are also judged against the confirmed winner, the config with the best val
@@ -90,8 +89,10 @@ class Confirmation:
     test: dict[str, Any]  # the study's one test measurement after selection: mean, std, n (and trial, label)
     champion_run_id: str | None = None
     beats_baseline: bool = False
-    split_seed: int | None = None  # the confirmation's hold-out of val
+    split_seed: int | None = None  # the confirmation's hold-out of val: this seed's order ...
     trials_split_seed: int | None = None  # the hold-out the trials were selected on
+    val_fold: int | None = None  # ... and this block of it
+    trials_val_fold: int | None = None
     verdict_kind: str = ""  # the winner's against the baseline
     champion_note: str = ""  # why no champion, when none was registered
     test_measured_now: bool = False  # False: ``test`` is an earlier confirmation's (or another process's)
@@ -140,41 +141,41 @@ def write_suite(spec: StudySpec, chosen: list[Candidate], seeds: list[int], fold
     """The confirmation as a suite file: one row per candidate at its trial's config, and the baseline,
     all on the confirmation's split."""
     assert spec.confirm is not None
-    split = spec.confirmation_split_seed
+    split, fold = spec.split_seed, spec.confirmation_val_fold
     rows = []
     for candidate in chosen:
         config = spec.config(candidate.params)
-        rows.append({"label": candidate.label, "variant": config.variant, **_settings(config, split),
+        rows.append({"label": candidate.label, "variant": config.variant, **_settings(config, split, fold),
                      "note": f"proposed by trial {candidate.trial} ({spec.metric} {candidate.value:.4f} in the search)"})
     baseline = spec.baseline_config()
-    rows.append({"label": spec.confirm.baseline_label, "variant": baseline.variant, **_settings(baseline, split),
+    rows.append({"label": spec.confirm.baseline_label, "variant": baseline.variant, **_settings(baseline, split, fold),
                  "note": "the config to beat"})
     document = {
         "suite": {"name": f"{spec.name} confirmation", "dataset": spec.dataset, "seeds": seeds,
                   "baseline": spec.confirm.baseline_label, "margin": spec.confirm.margin,
                   "experiment": spec.experiment,
                   "description": f"The top {len(chosen)} configs of Optuna study {spec.name} and its baseline, trained "
-                                 f"again over fresh seeds {seeds} on a fresh split (split_seed {split}; the trials "
-                                 f"were selected on split_seed {spec.split_seed})."},
+                                 f"again over fresh seeds {seeds} on a fresh split (val fold {fold} of split_seed "
+                                 f"{split}; the trials were selected on fold {spec.val_fold})."},
         "profiles": {PROFILE: {"description": f"{spec.epochs} epochs, as the study's trials", "epochs": spec.epochs}},
         "variants": rows,
     }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{spec.name}.toml"
     path.write_text(f"# Written by bench search from study {spec.name}: the confirmation of its winner.\n"
-                    f"# split_seed {split}, not the study's {spec.split_seed}: val images the trials were not "
-                    "selected on.\n" + tomli_w.dumps(document))
+                    f"# val_fold {fold} of split_seed {split}, not the trials' fold {spec.val_fold}: val images "
+                    "disjoint from those the trials were selected on.\n" + tomli_w.dumps(document))
     return load_suite(path)
 
 
-def _settings(config, split_seed: int) -> dict[str, Any]:
+def _settings(config, split_seed: int, val_fold: int) -> dict[str, Any]:
     """A resolved config's training settings as a suite row sets them, on the confirmation's split
     (evaluate_test off: test waits for the selection)."""
     flat = settings_of(config)
     keep = ("batch_size", "eval_batch_size", "optimizer", "lr", "momentum", "weight_decay", "l2", "val_fraction",
             "val_from_test", "max_train_samples", "amp")
     out = {k: flat[k] for k in keep if flat.get(k) is not None}
-    out["split_seed"] = split_seed
+    out["split_seed"], out["val_fold"] = split_seed, val_fold
     out["evaluate_test"] = False
     if config.knobs:
         out["knobs"] = dict(config.knobs)
@@ -208,8 +209,8 @@ def run_confirmation(
     seed_list = fresh_seeds(spec, seeds or spec.confirm.seeds)
     suite = write_suite(spec, chosen, seed_list)
     say(echo, f"confirming {', '.join(c.label for c in chosen)} and {spec.confirm.baseline_label} over fresh seeds "
-              f"{seed_list}, on a fresh split (split_seed {spec.confirmation_split_seed}; the trials were selected "
-              f"on split_seed {spec.split_seed})")
+              f"{seed_list}, on a fresh split (val fold {spec.confirmation_val_fold} of split_seed {spec.split_seed}; "
+              f"the trials were selected on fold {spec.val_fold})")
     common = dict(log_models=True, progress=False, echo=echo, nested_under=parent_id,
                   overrides={"threads": threads} if threads else None)
     if workers > 1 or is_database(storage):
@@ -265,7 +266,8 @@ class _Judge:
 
     def run(self) -> Confirmation:
         spec, by_label = self.spec, self.summary.set_index("label")
-        means = {c.label: float(by_label.loc[c.label, "val_acc_mean"])
+        # Ranked by what the verdicts compare (the suite's measure), so the winner is judged on what chose it.
+        means = {c.label: float(by_label.loc[c.label, "measure_mean"])
                  for c in self.chosen if c.label in by_label.index}
         # A row without a finite mean (no measured run) cannot win; a row with runs that failed or diverged
         # (not judged) comes after every judged one, so it never takes the place of a config that holds;
@@ -276,7 +278,8 @@ class _Judge:
                         key=lambda c: (not judged[c.label], -means[c.label], c.trial))
         result = Confirmation(self.confirm_id, self.chosen, self.suite.baseline, self.seeds, self.summary,
                               pd.DataFrame(), ranked[0] if ranked else None, {},
-                              split_seed=spec.confirmation_split_seed, trials_split_seed=spec.split_seed)
+                              split_seed=spec.split_seed, trials_split_seed=spec.split_seed,
+                              val_fold=spec.confirmation_val_fold, trials_val_fold=spec.val_fold)
         if result.winner is None:
             result.champion_note = "no champion: no candidate has a finished confirmation run with a finite val"
             say(self.echo, result.champion_note)
@@ -286,11 +289,13 @@ class _Judge:
         kind = row["verdict_kind"] if isinstance(row["verdict_kind"], str) else UNJUDGED
         result.verdict_kind, result.beats_baseline = kind, kind == BETTER
         children = tracking.child_runs(self.confirm_id)
-        values = {c.label: _measured(children, c.label) for c in ranked}
-        result.versus_winner = against_baseline(values, winner.label, margin=self.suite.margin)
+        values = {c.label: _measured(children, c.label, self.suite.measure) for c in ranked}
+        result.versus_winner = against_baseline(values, winner.label, margin=self.suite.margin,
+                                                pair=self.suite.design == "paired")
         say(self.echo, f"confirmed winner: {winner.label}, {spec.metric} {row['val_acc_mean']:.4f} ± "
                        f"{row['val_acc_std']:.4f} over {len(self.seeds)} fresh seeds ({winner.value:.4f} in the "
-                       f"search); against {self.suite.baseline}: {row['verdict']}{_diff(row)}")
+                       f"search; the verdicts' {self.suite.measure} {row['measure_mean']:.4f}); against "
+                       f"{self.suite.baseline}: {row['verdict']}{_diff(row)}")
         mine = self.claim(self._claim_key(result))
         self._test(result, children, mine)
         self._champion(result, row, children, mine)
@@ -410,13 +415,13 @@ def _measured_under(children: pd.DataFrame, chosen: list[Candidate]) -> dict[str
                         str(runs[f"tags.{tracking.PARENT_TAG}"].iloc[0]), times=1)
 
 
-def _measured(children: pd.DataFrame, label: str) -> pd.Series:
+def _measured(children: pd.DataFrame, label: str, measure: str = "val_acc") -> pd.Series:
     """A config's confirmation val per seed: NaN for a run that failed, diverged or did not finish, so a
     comparison with it is not judged on its survivors."""
     outcomes = pair_outcomes(children)
     runs = outcomes[outcomes[f"tags.{tracking.TAG_LABEL}"] == label]
     return pd.Series({int(seed): float(value) if state == FINISHED else math.nan for seed, value, state in
-                      zip(runs["seed"], runs.get("metrics.val_acc", pd.Series(math.nan, index=runs.index)),
+                      zip(runs["seed"], runs.get(f"metrics.{measure}", pd.Series(math.nan, index=runs.index)),
                           runs["pair_state"])}, dtype=float)
 
 
@@ -444,6 +449,8 @@ def _log(spec: StudySpec, result: Confirmation, study_parent_id: str) -> None:
         "seeds": result.seeds,
         "split_seed": result.split_seed,
         "trials_split_seed": result.trials_split_seed,
+        "val_fold": result.val_fold,
+        "trials_val_fold": result.trials_val_fold,
         "baseline": result.baseline,
         "margin": spec.confirm.margin,
         "candidates": [dataclasses.asdict(c) for c in result.candidates],

@@ -22,7 +22,7 @@ PRUNERS = ("median", "hyperband", "none")
 METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
 TRAINING_SPACE = ("lr", "weight_decay")  # training settings a study may search; the rest are the variant's knobs
 GENERIC_KNOBS = ("width", "depth", "dropout")
-SPLIT_KEYS = ("split_seed", "val_fraction", "val_from_test")  # which images are val: one choice for every config
+SPLIT_KEYS = ("split_seed", "val_fold", "val_fraction", "val_from_test")  # which images are val: one choice for every config
 
 
 class SearchError(SpecError):
@@ -139,10 +139,16 @@ class StudySpec:
         return int(self.training.get("split_seed", TrainConfig.split_seed))
 
     @property
-    def confirmation_split_seed(self) -> int:
-        """The confirmation's hold-out: another draw of val, so that the configs are not confirmed on
-        the images they were selected on (derived, so every machine and every re-run agrees)."""
-        return self.split_seed + 1
+    def val_fold(self) -> int:
+        """Which block of the split seed's order the trials hold out as val."""
+        return int(self.training.get("val_fold", TrainConfig.val_fold))
+
+    @property
+    def confirmation_val_fold(self) -> int:
+        """The confirmation's hold-out: the next block of the same seeded order, disjoint from the trials'
+        val, so that no config is confirmed on an image it was selected on (derived, so every machine and
+        every re-run agrees)."""
+        return self.val_fold + 1
 
     def config(self, params: Mapping[str, Any]) -> TrainConfig:
         """The trial's resolved config: fixed training settings plus the sampled ``params``."""

@@ -32,7 +32,7 @@ from ..verdicts import (
 )
 from .parent import planned_of
 from .rounds import TAG_DESIGN
-from .spec import TAG_MARGIN, Suite, SuiteError, parse_suite
+from .spec import MEASURES, TAG_MARGIN, Suite, SuiteError, parse_suite
 from .summary import DIVERGED, FAILED, FINISHED, WIDTH, _grouped, fit, pair_outcomes, percent, points
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -191,9 +191,10 @@ def diff(a: Side, b: Side, *, margin: float | None = None, seconds: bool = False
     """One row per row of A's plan (and B's new ones): B against A in val accuracy (and seconds per
     epoch), with verdicts; a row of A missing, failed or diverged in B is ``broken``."""
     margin = a.margin if margin is None else margin
+    measure = _measure(a, b)
     judgeable, records = [], {}
     for label in dict.fromkeys([*a.labels, *b.labels]):
-        va, vb = a.values(label, "val_acc"), b.values(label, "val_acc")
+        va, vb = a.values(label, measure), b.values(label, measure)
         record = {"label": label, "n_a": int(va.notna().sum()), "n_b": int(vb.notna().sum()),
                   "a_mean": _mean(va), "a_std": _std(va), "b_mean": _mean(vb), "b_std": _std(vb)}
         broken_a = a.broken(label) if label in a.planned else ""
@@ -213,7 +214,7 @@ def diff(a: Side, b: Side, *, margin: float | None = None, seconds: bool = False
     # there are at least two; all rows in one family either way.
     same_seeds = [len(set(a.planned[label]) & set(b.planned[label])) >= 2 for label in judgeable]
     judged = {r["label"]: r for r in compare(
-        [(label, b.values(label, "val_acc"), a.values(label, "val_acc")) for label in judgeable],
+        [(label, b.values(label, measure), a.values(label, measure)) for label in judgeable],
         margin=margin, alpha=alpha, against="A", pair=same_seeds)}
     for label, found in judged.items():
         records[label].update(diff=found["diff"], ci_low=found["ci_low"], ci_high=found["ci_high"],
@@ -229,8 +230,16 @@ def diff(a: Side, b: Side, *, margin: float | None = None, seconds: bool = False
                 time_ratio=math.exp(-found["diff"]) if not math.isnan(found["diff"]) else math.nan,
                 time_kind=_speed_kind(found["kind"]), time_verdict=_speed_text(found, time_margin))
     table = pd.DataFrame(list(records.values()))
-    table.attrs.update(margin=margin, time_margin=time_margin)
+    table.attrs.update(margin=margin, time_margin=time_margin, measure=measure)
     return table
+
+
+def _measure(a: Side, b: Side) -> str:
+    """What A's suite judges its rows on, when both runs logged it; else val after the last epoch."""
+    measure = a.suite.measure if a.suite is not None else "val_acc"
+    logged = all(f"metrics.{measure}" in side.runs and side.runs[f"metrics.{measure}"].notna().all()
+                 for side in (a, b) if len(side.runs))
+    return measure if logged else "val_acc"
 
 
 def _speed_kind(kind: str) -> str:
@@ -266,9 +275,9 @@ def format_diff(table: pd.DataFrame, a: Side, b: Side, differences: list[str] | 
         return pd.DataFrame({
             "row": table["label"].map(lambda s: s if len(s) <= 18 else s[:17] + "…"),
             "seeds": [f"{r['n_a']}/{r['n_b']}" for _, r in table.iterrows()],
-            "A val %": [percent(r["a_mean"], r["a_std"]) for _, r in table.iterrows()],
-            "B val %": [percent(r["b_mean"], r["b_std"]) for _, r in table.iterrows()],
-            "B - A, pt [95% CI]": [points(r.get("diff", math.nan), r.get("ci_low", math.nan),
+            "A %": [percent(r["a_mean"], r["a_std"]) for _, r in table.iterrows()],
+            "B %": [percent(r["b_mean"], r["b_std"]) for _, r in table.iterrows()],
+            "B - A, pt [CI]": [points(r.get("diff", math.nan), r.get("ci_low", math.nan),
                                           r.get("ci_high", math.nan)) for _, r in table.iterrows()],
             "verdict": table["verdict"].map(lambda s: s if len(s) <= clip else s[: clip - 1] + "…"),
         }).to_string(index=False)
@@ -296,9 +305,16 @@ def method_text(table: pd.DataFrame) -> str:
     margin = table.attrs.get("margin", DEFAULT_MARGIN)
     tests = set(table.get("test", pd.Series(dtype=object)).dropna()) - {""}
     how = {"paired": "seed by seed (paired t-test, paired TOST)", "Welch": "Welch's t-test and TOST"}
-    used = " and ".join(how[t] for t in sorted(tests)) or "no test (no row had runs on both sides to compare)"
+    identical = int((table.get("kind", pd.Series(dtype=object)) == IDENTICAL).sum())
+    used = " and ".join(how[t] for t in sorted(tests))
+    if identical:  # compared seed by seed and found the same: nothing left to test
+        same = f"{identical} row(s) seed by seed, every seed the same (identical, no test needed)"
+        used = f"{used}; {same}" if used else same
+    used = used or "no test (no row had runs on both sides to compare)"
     n = int(table["p_holm"].notna().sum()) if "p_holm" in table else 0
-    return (f"B against A per row: {used}; equivalent within ±{margin * 100:g} pt; identical when every seed "
+    measure = MEASURES.get(table.attrs.get("measure", "val_acc"), "val accuracy")
+    return (f"B against A per row, on {measure}: {used}; equivalent within ±{margin * 100:g} pt; identical when "
+            "every seed "
             f"gave the same number. The {n} row(s) tested form one Holm-Shaffer family at {ALPHA:.0%}; a row of A "
             "missing, failed, diverged or unfinished in B is broken" + (
                 "; seconds per epoch on a log scale, the same tests on their ratio." if "time_verdict" in table

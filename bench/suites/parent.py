@@ -28,8 +28,9 @@ from ..runtime import process_alive
 from ..train import load_data
 from ..verdicts.sequential import Look
 from .curves import learning_curves, time_to_target
-from .rounds import TAG_DECISIONS, TAG_LOOK, TAG_ROUND, Rounds, look_data
+from .rounds import DECISIONS_ARTIFACT, TAG_LOOK, TAG_ROUND, Rounds, look_data
 from .spec import TAG_LOOKS, TAG_MARGIN, TAG_ROWS, TAG_SETTINGS, Row, Suite, SuiteError, settings_digest, settings_of
+from . import verdict_data
 from .summary import pair_outcomes, summarize
 
 
@@ -155,7 +156,8 @@ def interrupted_pairs(parent_id: str) -> dict[tuple[str, int], str]:
 
 def data_for(config: TrainConfig, cache: dict[tuple, DataSplits]) -> DataSplits:
     """The config's splits, loaded once per distinct data setting."""
-    key = (config.dataset, config.data_dir, config.split_seed, config.val_fraction, config.val_from_test, config.max_train_samples)
+    key = (config.dataset, config.data_dir, config.split_seed, config.val_fold, config.val_fraction, config.val_from_test,
+           config.max_train_samples)
     if key not in cache:
         cache[key] = load_data(config)
     return cache[key]
@@ -191,6 +193,7 @@ def log_summary(parent_id: str, suite: Suite, margin: float, rounds: Rounds) -> 
                         planned=rounds.round_seeds, decided=rounds.decisions, reached=reached_of(outcomes, suite))
     tracking.log_table(parent_id, summary, "summary")
     tracking.log_metrics(parent_id, {"children_finished": float(summary["n_seeds"].sum()) if len(summary) else 0.0})
+    verdict_data.publish(parent_id, summary, outcomes, summary.attrs["look"].index)
     return summary, outcomes
 
 
@@ -213,10 +216,11 @@ def record_on_parent(parent_id: str, suite: Suite, rows: Sequence[str] | None, m
     again on resume: references and notes are read from this copy), the rows, the margin, the design
     and its looks, and the digest of the settings its runs are trained under."""
     tracking.log_artifact_text(parent_id, suite.path.name, suite.text)
-    tags = {TAG_MARGIN: f"{margin:g}", TAG_SETTINGS: settings_digest(plan), **rounds.tags()}
+    tags = {TAG_MARGIN: f"{margin:g}", TAG_SETTINGS: settings_digest(plan)}
     if rows:
         tags[TAG_ROWS] = ",".join(rows)
     tracking.set_tags(parent_id, tags)
+    record_rounds(parent_id, rounds)
 
 
 def looks_of(tags: Mapping[str, str]) -> int:
@@ -229,13 +233,28 @@ def look_of(tags: Mapping[str, str]) -> Look:
     text = tags.get(TAG_LOOK)
     if text:
         found = json.loads(text)
-        return Look(tuple(found["fractions"]), int(found["index"]), found["spending"])
+        return Look(tuple(found["fractions"]), int(found["index"]), found["spending"], tuple(found.get("seeds", ())),
+                    found.get("test", ""))
     looks = looks_of(tags)
     return Look(tuple((k + 1) / looks for k in range(looks)), looks, "bonferroni") if looks > 1 else Look()
 
 
-def decisions_of(tags: Mapping[str, str]) -> dict[str, dict]:
-    return json.loads(tags.get(TAG_DECISIONS) or "{}")
+def decisions_of(parent_id: str) -> dict[str, dict]:
+    """The rows a parent's looks decided, final (its ``decisions.json``; none for older parents)."""
+    if DECISIONS_ARTIFACT not in tracking.list_artifacts(parent_id):
+        return {}
+    return json.loads(tracking.read_artifact_text(parent_id, DECISIONS_ARTIFACT))
+
+
+def restore_rounds(rounds: Rounds, parent_id: str) -> None:
+    """``rounds`` continued from what the parent recorded (its tags and decisions)."""
+    rounds.restore(tracking.get_run(parent_id).data.tags, parent_id, decisions_of(parent_id))
+
+
+def record_rounds(parent_id: str, rounds: Rounds) -> None:
+    """The design, the round and the looks on the parent's tags; the rows decided in ``decisions.json``."""
+    tracking.set_tags(parent_id, rounds.tags())
+    tracking.log_artifact_text(parent_id, DECISIONS_ARTIFACT, json.dumps(rounds.decisions, indent=1))
 
 
 def check_same_settings(parent_id: str, plan: Sequence[tuple[Row, TrainConfig]]) -> None:

@@ -5,7 +5,7 @@
 
 - the **design**: fixed seeds (``seeds 0,1,2``: one look) or the schedule of ``--seeds auto``
   (``auto start=3 step=2 max=9``: at most ``1 + ceil((max - start) / step)`` looks), fixed before
-  the first look; alpha is split over its planned looks;
+  the first look; alpha is spent over its planned looks by its spending function;
 - the **round**: every seed each row is planned to have so far (a failed seed is never replaced);
 - the **looks taken**: a look is the suite judged on a round's finished runs, counted when it
   tested something (one seed tests nothing) on data no earlier look saw. A judged round is final:
@@ -41,7 +41,7 @@ TAG_ROUND_JUDGED = "bench.round_judged"  # "true" once the current round's runs 
 TAG_JUDGED_SEEDS = "bench.judged_seeds"  # JSON {row: [seeds]}: the seeds some look judged (final: never run again)
 TAG_LOOK_DATA = "bench.look_data"  # digest of the runs the last look judged
 TAG_LOOK = "bench.look"  # JSON: the last look's information fractions, index and spending (its nominal levels)
-TAG_DECISIONS = "bench.decisions"  # JSON {row: verdict columns}: rows decided at a look, final
+DECISIONS_ARTIFACT = "decisions.json"  # {row: verdict columns}: rows decided at a look, final (a tag would be too short)
 TAG_AUTO_STOP = "bench.seeds_auto_stop"  # why --seeds auto stopped adding seeds
 
 
@@ -86,7 +86,7 @@ class Rounds:
 
     @property
     def looks(self) -> int:
-        """The most looks the design may take; every look tests at alpha / looks."""
+        """The most looks the design may take; alpha is spent over them by the schedule's spending."""
         return self.auto.looks if self.auto else 1
 
     @property
@@ -98,7 +98,10 @@ class Rounds:
         rows = ",".join(sorted(self.labels, key=lambda label: order.index(label) if label in order else len(order)))
         seeds = self.auto.schedule if self.auto else "seeds " + ",".join(map(str, sorted(set(self.seeds or ()))))
         margin = self.suite.margin if self.margin is None else self.margin
-        return f"{seeds}; margin {margin:g}; measure {self.suite.measure}; {self.suite.design}; rows {rows}"
+        target = (f"; target {self.suite.target:g} within {self.suite.target_margin:g} epochs"
+                  if self.suite.target is not None else "")
+        return (f"{seeds}; margin {margin:g}; measure {self.suite.measure}; {self.suite.design}; "
+                f"baseline {self.suite.baseline}{target}; rows {rows}")
 
     def first(self) -> dict[str, list[int]]:
         if self.auto:
@@ -124,7 +127,7 @@ class Rounds:
     def look(self, data: str | None = None) -> Look:
         """The look a judgment of ``data`` (a digest of the runs) is: the next one when no look saw it yet."""
         index = self.looks_taken + (1 if data is not None and data != self.look_data else 0)
-        return Look.of(self.auto, max(1, index))
+        return Look.of(self.auto, max(1, index), "paired" if self.suite.design == "paired" else "Welch")
 
     def tags(self) -> dict[str, str]:
         look = self.look()
@@ -132,12 +135,13 @@ class Rounds:
                 TAG_ROUND: json.dumps(self.round_seeds, separators=(",", ":")),
                 TAG_ROUND_JUDGED: "true" if self.round_judged else "false",
                 TAG_JUDGED_SEEDS: json.dumps(self.judged_seeds, separators=(",", ":")), TAG_LOOK_DATA: self.look_data,
-                TAG_LOOK: json.dumps({"fractions": look.fractions, "index": look.index, "spending": look.spending}),
-                TAG_DECISIONS: json.dumps(self.decisions, separators=(",", ":"))}
+                TAG_LOOK: json.dumps({"fractions": look.fractions, "index": look.index, "spending": look.spending,
+                                      "seeds": look.seeds, "test": look.test})}
 
-    def restore(self, tags: Mapping[str, str], parent_id: str) -> None:
-        """Continue the design a resumed parent recorded: its looks and its round. Raises
-        ``SuiteError`` when this command asks for another design after a look spent alpha."""
+    def restore(self, tags: Mapping[str, str], parent_id: str, decisions: Mapping[str, dict] | None = None) -> None:
+        """Continue the design a resumed parent recorded: its looks, its round and the rows its looks
+        decided (``decisions``, from its ``decisions.json``). Raises ``SuiteError`` when this command
+        asks for another design after a look spent alpha."""
         recorded = tags.get(TAG_DESIGN)
         if recorded is None:
             return  # a parent from before designs were recorded, or one never judged: start the design here
@@ -148,7 +152,8 @@ class Rounds:
                     f"--resume: parent run {parent_id} was planned as '{recorded}' and has taken {taken} look(s) "
                     f"at its verdicts; this command asks for '{self.design}'. Looking again under another plan "
                     "would spend alpha the first plan did not set aside: resume with the same --seeds, --max-seeds, "
-                    "--spending, --margin and --rows (and the suite file's measure and design), or leave out "
+                    "--spending, --margin and --rows (and the suite file's baseline, measure, design and target), "
+                    "or leave out "
                     "--resume to start a new parent run (--seeds auto adds seeds where they matter within one plan)."
                 )
             return  # nothing judged yet: the new design replaces the old one
@@ -157,7 +162,7 @@ class Rounds:
             or self.first()
         self.round_judged = tags.get(TAG_ROUND_JUDGED) == "true"
         self.judged_seeds = {k: [int(s) for s in v] for k, v in json.loads(tags.get(TAG_JUDGED_SEEDS) or "{}").items()}
-        self.decisions = json.loads(tags.get(TAG_DECISIONS) or "{}")
+        self.decisions = dict(decisions or {})
         self.look_data = tags.get(TAG_LOOK_DATA, "")
 
     # ------------------------------------------------------------------------ looks and rounds

@@ -29,10 +29,11 @@ from ..verdicts import AutoSeeds
 from ..workqueue import IN_PROCESS, PairQueue, QueueError
 from .parent import (
     SuiteFailed, SuiteOutcome, check_same_settings, data_for, find_parent, log_summary, open_parent, owner_gone,
-    record_on_parent,
+    record_on_parent, record_rounds, restore_rounds,
 )
 from .rounds import TAG_AUTO_STOP, Rounds, look_data
 from .spec import Row, Suite, SuiteError, plan_digest, settings_digest
+from . import verdict_data
 from .curves import learning_curves
 from .summary import DIVERGED, FINISHED, UNFINISHED, decisions, pair_outcomes
 from .workers import (
@@ -151,7 +152,7 @@ def _join(suite: Suite, profile: str, every, first, key: str, rounds: Rounds, ex
         found = find_parent(suite, profile, resume, experiment_id, nested_under)
         if found:  # both checks before the parent is touched
             check_same_settings(found, every)
-            rounds.restore(tracking.get_run(found).data.tags, found)
+            restore_rounds(rounds, found)
         return found
 
     if storage is None:
@@ -178,7 +179,7 @@ def _join(suite: Suite, profile: str, every, first, key: str, rounds: Rounds, ex
                 if isinstance(resume, str) and resume != parent_id:
                     raise SuiteError(f"--resume {resume}: study {queue.name!r} belongs to parent run {parent_id}")
                 check_same_settings(parent_id, every)
-                rounds.restore(tracking.get_run(parent_id).data.tags, parent_id)
+                restore_rounds(rounds, parent_id)
                 say(echo, f"taking over parent run {parent_id} of study {queue.name!r}: its owner stopped")
                 return queue, open_parent(suite, profile, experiment_id, parent_id, nested_under), True
     say(echo, f"joining study {queue.name!r} (parent run {parent_id})")
@@ -249,9 +250,10 @@ def _rounds_loop(queue: PairQueue, worker: Worker, procs: list, rounds: Rounds |
         tested = bool(summary["baseline_p_holm"].notna().any()) if len(summary) else False
         if rounds.judged(tested, look_data(outcomes), decisions(summary, rounds.looks_taken + 1)):
             worker.echo(f"look {rounds.looks_taken} of at most {rounds.looks} taken")
+            verdict_data.publish_look(worker.parent_id, summary, rounds.looks_taken)
         before = rounds.pairs()
         following = rounds.next(summary, workers)
-        tracking.set_tags(worker.parent_id, rounds.tags())
+        record_rounds(worker.parent_id, rounds)
         if not following:
             return summary, outcomes
         # Only the new seeds: a judged round is final, its failed or unfinished pairs stay as they are.
@@ -273,7 +275,7 @@ def _close(worker: Worker, rounds: Rounds, owner: bool, margin: float, pids: Seq
     """The summary (``last``, when nothing changed since it was logged), and the parent ended
     FINISHED, or FAILED naming the pairs that did not finish."""
     if not owner:  # a machine that joined: judge as the owner recorded
-        rounds.restore(tracking.get_run(worker.parent_id).data.tags, worker.parent_id)
+        restore_rounds(rounds, worker.parent_id)
     summary, outcomes = last or log_summary(worker.parent_id, worker.suite, margin, rounds)
     here = trained_here(outcomes, pids, started)
     states = dict(zip(zip(outcomes.get(f"tags.{tracking.TAG_LABEL}", []), outcomes.get("seed", [])),

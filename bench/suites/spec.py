@@ -274,7 +274,10 @@ def _parse(text: str, path: Path, check_variants: bool) -> Suite:
     )
     if check_variants:
         for profile in profiles:  # every combination must resolve, so nothing fails mid-suite
-            suite.plan(profile, seeds=seeds[:1])
+            plan = suite.plan(profile, seeds=seeds[:1])
+            if suite.measure == "val_acc_ema" and any(config.ema_decay == 0 for _, config in plan):
+                raise SuiteError(f"{where.line(['suite', 'measure'])}: measure 'val_acc_ema' needs the moving average, "
+                                 f"but profile {profile!r} sets ema_decay = 0; accepted: ema_decay in (0, 1)")
     return suite
 
 

@@ -114,6 +114,11 @@ def summarize(children: pd.DataFrame, suite: Suite | None = None, *, margin: flo
         wanted = {(label, int(seed)) for label, seeds in planned.items() for seed in seeds}
         keep = [(label, int(seed)) in wanted for label, seed in zip(outcomes[label_tag], outcomes["seed"])]
         outcomes = outcomes.loc[pd.Series(keep, index=outcomes.index, dtype=bool)]
+    finished_runs = outcomes[outcomes["pair_state"] == FINISHED]
+    if measure != "val_acc" and len(finished_runs) and _column(finished_runs, f"metrics.{measure}").isna().all():
+        # Runs logged before bench measured it (an older parent): judged on val after the last step, said so.
+        attrs["measure"] = measure = "val_acc"
+        attrs["measure_note"] = "these runs predate the suite's measure: judged on val accuracy after the last epoch"
     order = [r.label for r in suite.rows] if suite else sorted(planned)
     order = [label for label in order if planned.get(label)] + sorted(set(planned) - set(order))
     if not order:
@@ -129,17 +134,25 @@ def summarize(children: pd.DataFrame, suite: Suite | None = None, *, margin: flo
     if len(last_k):
         attrs["last_k"] = last_k.iloc[0]
     baseline = suite.baseline if suite else None
-    decided = {label: d for label, d in (decided or {}).items() if label in values}
+    # Rows decided at an earlier look are final; rows decided at this look are judged again (the same data).
+    earlier = {key: d for key, d in (decided or {}).items()
+               if (d.get("target_decided_at" if key.endswith(TIME) else "decided_at") or 0) < look.index}
+    decided = {label: d for label, d in earlier.items() if label in values}
+    decided_times = {key: d for key, d in earlier.items() if key.endswith(TIME)}
     times = _times(summary, reached, planned) if suite is not None and suite.target is not None and reached is not None \
         else {}
     extra = [(f"{label} {TIME}", -epochs, -times[baseline], suite.target_margin, "epochs") for label, epochs
              in times.items() if label != baseline] if baseline in times else []
+    # A row decided at an earlier look stopped growing: its time to the target is final then too (tested
+    # again on the same seeds at a later look's looser level, it would spend alpha no schedule set aside).
+    settled = {label: d["verdict_kind"] for label, d in decided.items()}
+    settled.update({f"{label} {TIME}": d["target_kind"] for label, d in decided.items() if d.get("target_kind")})
+    settled.update({key: d["target_kind"] for key, d in decided_times.items()})
     verdicts = against_baseline(values, baseline, margin=margin, look=look, pair=attrs["design"] == "paired",
-                                decided={label: d["verdict_kind"] for label, d in decided.items()},
-                                extra=extra).set_index("label")
+                                decided=settled, extra=extra).set_index("label")
     if extra:
         attrs.update(target=suite.target, target_margin=suite.target_margin)
-        for column, source in TARGET_VERDICT_COLUMNS.items():
+        for column, source in {**TARGET_VERDICT_COLUMNS, "target_ci_level": "ci_level"}.items():
             summary[column] = [verdicts[source].get(f"{label} {TIME}") for label in summary["label"]]
         summary["target_diff"] = -summary["target_diff"]  # epochs the row took minus the baseline's
         summary[["target_ci_low", "target_ci_high"]] = -summary[["target_ci_high", "target_ci_low"]].to_numpy()
@@ -154,10 +167,17 @@ def summarize(children: pd.DataFrame, suite: Suite | None = None, *, margin: flo
         summary[column] = summary["label"].map(verdicts[source_column])
     summary["baseline_ci_level"] = summary["label"].map(verdicts["ci_level"])
     summary["test"] = summary["label"].map(verdicts["test"])
-    for label, record in decided.items():  # final: as the look that decided it said
+    for key, record in [*decided.items(), *decided_times.items()]:  # final: as the look that decided it said
+        label = key.removesuffix(f" {TIME}")
+        if label not in set(summary["label"]):
+            continue
         i = summary.index[summary["label"] == label][0]
+        # An accuracy decision sets its own columns, and the time comparison's only when no decision of
+        # its own holds it (the row stopped growing then: its time stays as it stood).
+        own_time = f"{label} {TIME}" in decided_times
         for column, value in record.items():
-            summary.at[i, column] = value
+            if key.endswith(TIME) or column in ACCURACY_DECISION_COLUMNS or not own_time:
+                summary.at[i, column] = value
     if baseline in values:
         summary["rho"] = [correlation(values[label], values[baseline]) if label != baseline else math.nan
                           for label in summary["label"]]
@@ -180,21 +200,24 @@ def _times(summary: pd.DataFrame, reached: pd.DataFrame, planned: Mapping[str, S
     out = {}
     for i, r in summary.iterrows():
         mine = reached[reached["row"] == r["label"]].set_index("seed")
-        epochs = pd.Series({seed: mine["epochs"].get(seed, math.nan) for seed in planned[r["label"]]}, dtype=float)
-        seconds = mine["seconds"].dropna()
-        measured = set(int(s) for s in str(r["seeds"]).split())
+        measured = set(int(s) for s in str(r["seeds"]).split())  # runs that failed or diverged are not times
+        epochs = pd.Series({seed: mine["epochs"].get(seed, math.nan) if seed in measured else math.nan
+                            for seed in planned[r["label"]]}, dtype=float)
+        seconds = mine["seconds"][mine.index.isin(list(measured))].dropna()
         summary.loc[i, "target_epochs_mean"] = epochs.mean() if epochs.notna().any() else math.nan
         summary.loc[i, "target_epochs_std"] = epochs.std(ddof=1) if epochs.notna().sum() > 1 else math.nan
         summary.loc[i, "target_seconds_mean"] = seconds.mean() if len(seconds) else math.nan
         summary.loc[i, "target_runs"] = len(measured)
         summary.loc[i, "target_not_reached"] = int(sum(1 for seed in measured if math.isnan(epochs.get(seed, math.nan))))
-        out[r["label"]] = epochs.where(epochs.index.isin(list(measured)))
+        out[r["label"]] = epochs
     return out
 
 
 # What a row's decision is kept as when a later look does not judge it again.
-DECISION_COLUMNS = ("verdict_kind", "verdict", "baseline_diff", "baseline_ci_low", "baseline_ci_high",
-                    "baseline_ci_level", "baseline_p_holm", "baseline_p_equiv_holm", "test", "decided_at")
+ACCURACY_DECISION_COLUMNS = ("verdict_kind", "verdict", "baseline_diff", "baseline_ci_low", "baseline_ci_high",
+                             "baseline_ci_level", "baseline_p_holm", "baseline_p_equiv_holm", "test", "decided_at")
+# An accuracy decision also keeps the row's time comparison as it stood then (the row stops growing).
+DECISION_COLUMNS = (*ACCURACY_DECISION_COLUMNS, *TARGET_VERDICT_COLUMNS, "target_ci_level")
 
 
 def decisions(summary: pd.DataFrame, look: int) -> dict[str, dict[str, Any]]:
@@ -204,7 +227,12 @@ def decisions(summary: pd.DataFrame, look: int) -> dict[str, dict[str, Any]]:
     for _, r in summary.iterrows():
         if r["verdict_kind"] in DECIDED_KINDS:
             at = r["decided_at"] if not _missing(r.get("decided_at")) else look
-            out[r["label"]] = {c: (int(at) if c == "decided_at" else _plain(r.get(c))) for c in DECISION_COLUMNS}
+            out[r["label"]] = {c: (int(at) if c == "decided_at" else _plain(r.get(c))) for c in DECISION_COLUMNS
+                               if c in r.index}
+        if r.get("target_kind") in DECIDED_KINDS:  # a time to the target decided, final on its own
+            at = r.get("target_decided_at") if not _missing(r.get("target_decided_at")) else look
+            out[f"{r['label']} {TIME}"] = {**{c: _plain(r.get(c)) for c in (*TARGET_VERDICT_COLUMNS, "target_ci_level")},
+                                           "target_decided_at": int(at)}
     return out
 
 
@@ -430,6 +458,8 @@ def format_summary(summary: pd.DataFrame, *, margin: float | None = None) -> str
     lines = [table, *_failure_lines(summary), *_target_lines(summary), "", size.to_string(index=False)]
     lines += _published_lines(summary)
     lines += ["", *textwrap.wrap(method_text(summary, margin), WIDTH)]
+    if summary.attrs.get("measure_note"):
+        lines += textwrap.wrap(f"Note: {summary.attrs['measure_note']}.", WIDTH)
     machines = sorted({m for ms in summary["machines"] for m in ms.split("; ") if m != "not recorded"})
     if len(machines) > 1:
         lines += textwrap.wrap(f"Runs came from {len(machines)} machines ({' | '.join(machines)}): seconds per epoch "
@@ -451,7 +481,7 @@ def method_text(summary: pd.DataFrame, margin: float | None = None) -> str:
     """``method_note`` for this summary: its measure, design, look and how many rows it compared."""
     attrs = summary.attrs
     decided = summary["decided_at"].notna() if "decided_at" in summary else False
-    n_compared = int((summary["baseline_p_holm"].notna() | decided).sum())
+    n_compared = int(((summary["baseline_p_holm"].notna() | decided) & (summary["verdict_kind"] != IDENTICAL)).sum())
     measure = MEASURES.get(attrs.get("measure", "val_acc"), "val accuracy")
     if attrs.get("measure") == "val_acc_last_k" and "last_k" in attrs:
         measure = measure.replace("last k", f"last {attrs['last_k']}")

@@ -23,7 +23,8 @@ from .runs import (
     TAG_ERROR, TAG_HARDWARE, TAG_HOST, TAG_KIND, TAG_LABEL, TAG_MODEL_NOTE, TAG_NOTE, TAG_PID, TAG_PROFILE,
     TAG_RUN_NAME, TAG_SEED, TAG_STUDY, TAG_SUITE, TAG_VARIANT, TAG_VARIANT_SOURCE, adopt_launcher, child_runs,
     create_run, end_run, environment_tags, experiment_id_for, find_runs, get_run, git_commit, list_artifacts,
-    log_artifact_file, log_artifact_text, log_metrics, log_params, log_table, mark_stale_children, metric_history,
+    log_artifact_file, log_artifact_text, log_metrics, log_params, log_run_table, log_table, log_values,
+    mark_stale_children, metric_history,
     param_text, read_artifact_text, reopen_run, set_tags, system_metrics_enabled, tracked_run, tracking_uri,
 )
 
@@ -35,7 +36,8 @@ __all__ = [
     "TAG_PID", "TAG_PROFILE", "TAG_RUN_NAME", "TAG_SEED", "TAG_STUDY", "TAG_SUITE", "TAG_VARIANT",
     "TAG_VARIANT_SOURCE", "adopt_launcher", "child_runs", "create_run", "download_checkpoint", "end_run",
     "environment_tags", "experiment_id_for", "find_runs", "get_run", "git_commit", "list_artifacts", "load_model",
-    "log_artifact_file", "log_artifact_text", "log_datasets", "log_metrics", "log_model", "log_params", "log_table",
+    "log_artifact_file", "log_artifact_text", "log_datasets", "log_metrics", "log_model", "log_params", "log_run_table",
+    "log_table", "log_values",
     "logged_models", "mark_stale_children", "metric_history", "model_uri", "param_text", "read_artifact_text",
     "redact", "register_champion", "registered_model", "registered_versions", "reopen_run", "run_config", "set_tags",
     "system_metrics_enabled", "tracked_run", "tracking_uri",

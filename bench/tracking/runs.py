@@ -15,6 +15,7 @@ import platform
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 import torch
-from mlflow.entities import RunStatus, RunTag
+from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from .. import __version__
@@ -268,6 +269,24 @@ def log_metrics(run_id: str, metrics: Mapping[str, float]) -> None:
     mlflow.log_metrics(dict(metrics), run_id=run_id)
 
 
+def log_values(run_id: str, *, tags: Mapping[str, str] | None = None, metrics: Mapping[str, float] | None = None,
+               step: int = 0) -> None:
+    """Tags (credentials in values masked) and metrics at ``step``, in one request."""
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
+                             tags=[RunTag(k, redact(str(v))) for k, v in (tags or {}).items()])
+
+
+def log_run_table(run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
+    """A table the MLflow run page renders and ``mlflow.load_table`` reads (MLflow's ``log_table``: rows
+    are appended when the file exists); text cells masked."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            frame[column] = frame[column].map(lambda v: redact(v) if isinstance(v, str) else v)
+    MlflowClient().log_table(run_id, frame, artifact_file)
+
+
 def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
     """All of ``tags`` in one request (credentials in values masked)."""
     MlflowClient().log_batch(run_id, tags=[RunTag(key, redact(str(value))) for key, value in tags.items()])
@@ -329,7 +348,9 @@ def read_artifact_text(run_id: str, path: str) -> str:
 
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
-    return [(m.step, m.value) for m in MlflowClient().get_metric_history(run_id, key)]
+    """(step, value) in the order logged (by step, then time): of two values at one step, the later last."""
+    history = sorted(MlflowClient().get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    return [(m.step, m.value) for m in history]
 
 
 def create_run(experiment_id: str, run_name: str, tags: Mapping[str, str]) -> str:

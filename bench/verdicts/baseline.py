@@ -264,7 +264,10 @@ def compare(pairs: Sequence[tuple[str, Values, Values]], *, margin: float | Sequ
     flags = [pair] * len(pairs) if isinstance(pair, bool) else list(pair)
     margins = [margin] * len(pairs) if isinstance(margin, int | float) else list(margin)
     units = list(units or ["pt"] * len(pairs))
-    records, tested, settled = [], [], []
+    # tested: judged now; settled: decided at an earlier look; counted: not judged now (a failed run, one
+    # seed, no spread). All of them stay in the family, never rejected, so no step divides by fewer rows
+    # than could hold a true null, whatever becomes of a row between looks.
+    records, tested, settled, counted = [], [], [], []
     for (label, row_values, base_values), pair, margin in zip(pairs, flags, margins):
         if decided and label in decided:
             # Decided at an earlier look, and final: not tested again, but its hypotheses stay in the family
@@ -289,15 +292,18 @@ def compare(pairs: Sequence[tuple[str, Values, Values]], *, margin: float | Sequ
         elif not np.isfinite(row).all():
             records.append(_record(label, len(row), UNJUDGED, f"failed or diverged ({int((~np.isfinite(row)).sum())} "
                                                               f"of {len(row)} runs): not judged"))
+            counted.append(len(records) - 1)
         elif len(row) and (np.array_equal(row, base) if pair else np.array_equal(np.sort(row), np.sort(base))):
             records.append(_record(label, len(row), IDENTICAL, "identical (every seed the same)", diff=0.0,
                                    ci_low=0.0, ci_high=0.0, test=test))
         elif n < 2:
             records.append(_record(label, len(row), UNJUDGED, f"needs 2 seeds per row (has {n})",
                                    diff=float(row.mean() - base.mean()) if n else math.nan))
+            counted.append(len(records) - 1)
         elif (np.ptp(row - base) == 0) if pair else (np.ptp(row) == 0 and np.ptp(base) == 0):
             records.append(_record(label, len(row), UNDECIDED, f"undecided ({n} seeds; zero variance)",
                                    diff=float(row.mean() - base.mean()), test=test))
+            counted.append(len(records) - 1)
         else:
             tests = (paired if pair else welch)(row, base, margin)
             spread = (float((row - base).std(ddof=1)), 0.0) if pair else (float(row.std(ddof=1)), float(base.std(ddof=1)))
@@ -305,8 +311,9 @@ def compare(pairs: Sequence[tuple[str, Values, Values]], *, margin: float | Sequ
                                    sd_row=spread[0], sd_base=spread[1], test=test, _data=(row, base, pair, margin)))
             tested.append(len(records) - 1)
     if tested:
-        family = tested + settled
-        outcome = decide([records[i]["p"] for i in family], [records[i]["p_equiv"] for i in family],
+        family = tested + settled + counted
+        outcome = decide([records[i]["p"] if i not in counted else math.nan for i in family],
+                         [records[i]["p_equiv"] if i not in counted else math.nan for i in family],
                          [records[i]["diff"] for i in family], alpha, look=look)
         judged = {key: values[: len(tested)] for key, values in outcome.items()}
         for j, i in enumerate(tested):
@@ -318,7 +325,9 @@ def compare(pairs: Sequence[tuple[str, Values, Values]], *, margin: float | Sequ
             record.update(ci_low=float(interval["ci_low"]), ci_high=float(interval["ci_high"]), ci_level=1 - level)
             sd_row, sd_base = record.pop("sd_row"), record.pop("sd_base")
             if record["kind"] == UNDECIDED:
-                record["seeds_needed"] = seeds_needed(record["diff"], sd_row, sd_base, margin, alpha / len(tested),
+                # Seeds that would decide it at a fixed-seeds look of the same family (the level of a
+                # difference test at the family's first step): what another run of the suite would need.
+                record["seeds_needed"] = seeds_needed(record["diff"], sd_row, sd_base, margin, alpha / len(family),
                                                       paired=was_paired)
             record["verdict"] = verdict_text(record["kind"], record["n"], margin, record["seeds_needed"], units[i])
     return records

@@ -83,18 +83,29 @@ class AutoSeeds:
         return min(self.start + (look - 1) * self.step, self.max_seeds)
 
     @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seeds a row still undecided has at each look."""
+        return tuple(self.seeds_at_look(k) for k in range(1, self.looks + 1))
+
+    @property
     def fractions(self) -> tuple[float, ...]:
         """The information fraction of each look: seeds then over seeds at the last look."""
-        return tuple(self.seeds_at_look(k) / self.max_seeds for k in range(1, self.looks + 1))
+        return tuple(n / self.max_seeds for n in self.seeds)
 
 
 @dataclasses.dataclass(frozen=True)
 class Look:
-    """Which look of which schedule a suite is judged at: the nominal levels its tests use."""
+    """Which look of which schedule a suite is judged at: the nominal levels its tests use.
+
+    ``seeds`` (each look's seeds) and ``test`` (paired or Welch) given, the levels are those of the
+    t-statistics the suite computes (``t_levels``); without them, of z-statistics (``nominal_levels``).
+    """
 
     fractions: tuple[float, ...] = (1.0,)  # every planned look's information fraction (one: fixed seeds)
     index: int = 1  # 1-based
     spending: str = DEFAULT_SPENDING
+    seeds: tuple[int, ...] = ()  # each planned look's seeds
+    test: str = ""  # "paired" or "Welch" (the baseline module's names); "" for z-statistics
 
     def level(self, alpha: float, sides: int) -> float:
         """The nominal p-value level at this look for a hypothesis with ``alpha`` (two-sided, or one-sided)."""
@@ -102,11 +113,15 @@ class Look:
             return alpha
         if self.spending == "bonferroni":
             return alpha / len(self.fractions)
+        if self.seeds and self.test:
+            return t_levels(self.seeds, alpha, sides, self.spending, self.test)[self.index - 1]
         return float(nominal_levels(self.fractions, alpha, sides, self.spending)[self.index - 1])
 
     @classmethod
-    def of(cls, auto: AutoSeeds | None, index: int) -> Look:
-        return cls() if auto is None else cls(auto.fractions, min(index, auto.looks), auto.spending)
+    def of(cls, auto: AutoSeeds | None, index: int, test: str = "") -> Look:
+        if auto is None:
+            return cls()
+        return cls(auto.fractions, min(index, auto.looks), auto.spending, auto.seeds, test)
 
 
 def spent(t: float, alpha: float, spending: str, sides: int = 2) -> float:
@@ -162,6 +177,66 @@ def nominal_levels(fractions: tuple[float, ...], alpha: float, sides: int = 2,
                    spending: str = DEFAULT_SPENDING) -> tuple[float, ...]:
     """Each look's nominal p-value level: a test's p-value at look k rejects when at most this."""
     return tuple(float(sides * stats.norm.sf(c)) for c in boundaries(fractions, alpha, sides, spending))
+
+
+# Simulated null sequences of t-statistics for t_levels: enough that the boundaries' own Monte-Carlo
+# error (about 0.0005 on a 5 % crossing rate) is small against the Holm step sizes; fixed, so every
+# machine and every resume computes the same levels.
+T_PATHS = 200_000
+T_PATHS_SEED = 20261202
+
+
+@functools.lru_cache(maxsize=16)
+def _null_t_paths(seeds: tuple[int, ...], test: str) -> np.ndarray:
+    """(paths, looks): the t-statistic of each look on one null sequence of seeds. ``paired``: the
+    one-sample t of the per-seed differences (its null distribution has no nuisance parameter);
+    ``Welch``: two samples of n seeds each with equal spreads, Welch's statistic."""
+    rng = np.random.default_rng(T_PATHS_SEED)
+    samples = 1 if test == "paired" else 2
+    n = np.array(seeds, dtype=float)
+    means, variances = [], []
+    for _ in range(samples):  # one seed at a time: memory of paths x looks, whatever the seeds
+        total, squares = np.zeros(T_PATHS), np.zeros(T_PATHS)
+        at_looks = np.empty((2, T_PATHS, len(seeds)))
+        for seed in range(1, seeds[-1] + 1):
+            x = rng.standard_normal(T_PATHS)
+            total += x
+            squares += x * x
+            for k in [k for k, s in enumerate(seeds) if s == seed]:
+                at_looks[0, :, k], at_looks[1, :, k] = total, squares
+        mean = at_looks[0] / n
+        means.append(mean)
+        variances.append((at_looks[1] - n * mean**2) / (n - 1))
+    if test == "paired":
+        return means[0] / np.sqrt(variances[0] / n)
+    return (means[0] - means[1]) / np.sqrt((variances[0] + variances[1]) / n)
+
+
+@functools.lru_cache(maxsize=4096)
+def t_levels(seeds: tuple[int, ...], alpha: float, sides: int, spending: str, test: str) -> tuple[float, ...]:
+    """Each look's nominal p-value level for the t-test the suite runs at the planned seeds: the
+    boundaries are set on simulated null sequences of that statistic (``_null_t_paths``) so that the
+    crossing probability at look k, not before, is ``spent(t_k) - spent(t_{k-1})``, with the
+    fractions ``t_k = n_k / n_K``; each boundary is then the t distribution's p-value at the look's
+    degrees of freedom (n - 1 paired, 2n - 2 Welch at equal spreads).
+
+    Why not the z boundaries' p-values: with a few seeds the t-statistics of successive looks are less
+    correlated than a Brownian motion's, so those levels let one null hypothesis cross about 10 % more
+    often than its alpha (``tests/verdicts/test_sequential.py``)."""
+    t = _null_t_paths(seeds, test)
+    stat = np.abs(t) if sides == 2 else t
+    alive = np.ones(len(t), bool)
+    levels, before = [], 0.0
+    for k, n in enumerate(seeds):
+        target = spent(n / seeds[-1], alpha, spending, sides) - before
+        before += target
+        crossing = int(round(target * len(t)))
+        candidates = np.sort(stat[alive, k])[::-1]
+        c = candidates[crossing - 1] if crossing >= 1 else candidates[0] + 1.0  # the crossing-th largest
+        alive &= stat[:, k] < c
+        df = n - 1 if test == "paired" else 2 * n - 2
+        levels.append(float(sides * stats.t.sf(c, df)))
+    return tuple(levels)
 
 
 def next_round(kinds: Mapping[str, str], seeds: Mapping[str, int], baseline: str, auto: AutoSeeds) -> dict[str, int]:

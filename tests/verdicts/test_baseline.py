@@ -154,7 +154,12 @@ def test_a_nan_is_never_a_verdict():
     table = against_baseline({"base": B, "nan": [0.9, math.nan, 0.88], "a": A}, "base").set_index("label")
     assert table.loc["nan", "kind"] == "not judged"
     assert table.loc["nan", "verdict"] == "failed or diverged (1 of 3 runs): not judged"
-    assert table.loc["a", "kind"] == "better"  # one comparison left: the diverged row is not in the family
+    # The failed row stays in the family, never rejected: the other row is judged as one of two (p = 0.044
+    # alone would be "better"; Holm-Shaffer over two rows doubles it), so a row failing at a later look can
+    # never make the others' bar lower than it was.
+    alone = against_baseline({"base": B, "a": A}, "base").set_index("label").loc["a"]
+    assert alone["kind"] == "better"
+    assert table.loc["a", "p_holm"] == pytest.approx(2 * alone["p"]) and table.loc["a", "kind"] == "undecided"
     broken_base = against_baseline({"base": [0.9, math.inf, 0.88], "a": A}, "base").set_index("label")
     assert broken_base.loc["a", "kind"] == "not judged" and "the baseline failed or diverged" in broken_base.loc["a", "verdict"]
 

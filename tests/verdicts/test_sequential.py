@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -47,3 +49,30 @@ def test_a_look_knows_its_nominal_level():
     assert Look().level(0.05, 2) == 0.05 and Look().level(0.05, 1) == 0.05  # fixed seeds: one look
     with pytest.raises(ValueError, match="accepted: obf, pocock, bonferroni"):
         AutoSeeds(spending="haybittle")
+
+
+def crossing_rate(seeds, levels, test: str, paths: int = 200_000) -> float:
+    """How often one null hypothesis of no difference, tested at every look with bench's two-sided t-test
+    of the look's seeds, is rejected at some look: simulated on draws of its own (not those the levels
+    were set on)."""
+    from bench.verdicts import paired, welch
+
+    rng = np.random.default_rng(99)
+    x, y = rng.standard_normal((paths, seeds[-1])), rng.standard_normal((paths, seeds[-1]))
+    rejected = np.zeros(paths, bool)
+    for n, level in zip(seeds, levels):
+        tests = paired(x[:, :n], np.zeros((paths, n)), 0.01) if test == "paired" else welch(x[:, :n], y[:, :n], 0.01)
+        rejected |= tests["p"] <= level
+    return float(rejected.mean())
+
+
+@pytest.mark.parametrize("spending", ["obf", "pocock"])
+@pytest.mark.parametrize("test", ["paired", "Welch"])
+def test_t_levels_keep_one_null_at_its_alpha_and_the_z_levels_do_not(spending, test):
+    auto = AutoSeeds(spending=spending)  # 3, 5, 7, 9, 10 seeds: the command line's default schedule
+    bound = 0.05 + 3 * math.sqrt(2 * 0.05 * 0.95 / 200_000)  # both simulations' Monte-Carlo error
+    levels = [Look.of(auto, k, test).level(0.05, 2) for k in range(1, auto.looks + 1)]
+    assert crossing_rate(auto.seeds, levels, test) <= bound
+    if test == "paired":  # the statistic with no nuisance parameter: the normal-theory levels let it through
+        z_levels = [Look.of(auto, k).level(0.05, 2) for k in range(1, auto.looks + 1)]
+        assert crossing_rate(auto.seeds, z_levels, test) > bound
