@@ -1,12 +1,13 @@
 """A suite across code changes: verdicts as MLflow data on every run, and ``bench history``.
 
-Five parent runs of one suite with real (tiny) training, the code under test a file so that a code
-change leaves the plan as it was: two healthy runs, one where the file's net got worse, one where it
-diverges, and a healthy one on another machine.
+Six parent runs of one suite with real (tiny) training, the code under test a file so that a code
+change leaves the plan as it was: two healthy runs, one of another plan (fewer seeds), one where the
+file's net got worse, one where it diverges, and a healthy one on another machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -21,7 +22,9 @@ from bench import tracking
 from bench.cli import main
 from bench.suites import load_suite, run_suite
 from bench.suites import verdict_data
-from bench.suites.history import format_history, history, mean_interval
+from bench.suites.diff import plan_differences, resolve
+from bench.suites.history import format_history, history, machine_of, mean_interval
+from bench.suites.parent import decisions_of
 
 SUITE = """\
 [suite]
@@ -68,13 +71,13 @@ WORSE = HEALTHY.replace("return self.net(x)", "return self.net(x) * 1e-4  # a re
 BROKEN = HEALTHY.replace("return self.net(x)", "return self.net(x) * float('nan')  # a regression: NaN")
 
 
-def run(root, code: str) -> str:
+def run(root, code: str, **kwargs) -> str:
     (root / "nets.py").write_text(textwrap.dedent(code))
     path = root / "history-test.toml"
     path.write_text(SUITE)
     try:
         return run_suite(load_suite(path), "quick", log_models=False, progress=False, echo=lambda _: None,
-                         overrides={"threads": 1}).parent_run_id
+                         overrides={"threads": 1}, **kwargs).parent_run_id
     except Exception as exc:  # a suite with diverged runs ends FAILED: its parent stays in the history
         return exc.parent_run_id
 
@@ -82,8 +85,15 @@ def run(root, code: str) -> str:
 @pytest.fixture(scope="module")
 def parents(tmp_path_factory):
     root = tmp_path_factory.mktemp("history")
-    ids = {name: run(root, code) for name, code in
-           [("a", HEALTHY), ("b", HEALTHY), ("worse", WORSE), ("broken", BROKEN), ("elsewhere", HEALTHY)]}
+    ids = {"a": run(root, HEALTHY), "b": run(root, HEALTHY),
+           "other-seeds": run(root, HEALTHY, seeds=[0, 1]),  # another plan: shown, not compared
+           "worse": run(root, WORSE), "broken": run(root, BROKEN)}
+    # The last through the command line, as users run it (it logs the forest plot too), on "another machine".
+    (root / "nets.py").write_text(textwrap.dedent(HEALTHY))
+    before = set(tracking.find_runs(filter_string="tags.`bench.kind` = 'suite'")["run_id"])
+    assert main(["suite", str(root / "history-test.toml"), "--profile", "quick", "--no-log-model", "--quiet",
+                 "--threads", "1"]) == 0
+    [ids["elsewhere"]] = set(tracking.find_runs(filter_string="tags.`bench.kind` = 'suite'")["run_id"]) - before
     for child in tracking.child_runs(ids["elsewhere"])["run_id"]:  # as if it had run on another machine
         tracking.set_tags(child, {"hw.machine": "another machine (test)"})
     return ids
@@ -149,50 +159,83 @@ def test_a_look_is_tabled_once_however_often_it_is_published(parents):
     assert table.groupby("look").size().to_dict() == {1: 3, 2: 3}
 
 
-def test_labels_become_metric_names_mlflow_accepts():
+def test_labels_become_metric_and_tag_names_mlflow_accepts_each_its_own(parents):
     assert verdict_data.name_of("net-l2 (wd=5e-4)") == "net-l2 _wd_5e-4_"
-    assert verdict_data.name_of("a/b c:d.e_f-g") == "a/b c:d.e_f-g"
+    assert verdict_data.name_of("a/b c:d.e_f-g") == "a_b c:d.e_f-g"
+    labels = ["x/", "a//b", ".", "../up", "net (a)", "net [a]", "é" * 300, "net"]
+    names = verdict_data.names_of(labels)
+    assert len(set(names.values())) == len(labels) and names["net"] == "net"
+    assert names["net (a)"].startswith("net _a_-") and names["net [a]"].startswith("net _a_-")
+    # MLflow takes every one of them, as the parent's metrics and tags (more than one request's 100 tags).
+    experiment = tracking.get_run(parents["a"]).info.experiment_id
+    run_id = tracking.create_run(experiment, "names", {})
+    tags = {f"bench.verdict.{name}.{k}": "x" for name in names.values() for k in range(15)}
+    tracking.log_values(run_id, tags=tags, metrics={f"row/{name}/mean": 0.5 for name in names.values()})
+    logged = MlflowClient().get_run(run_id).data
+    assert set(tags) <= set(logged.tags) and {f"row/{name}/mean" for name in names.values()} == set(logged.metrics)
+    tracking.end_run(run_id, "FINISHED")
 
 
 def test_history_lists_every_run_per_row_and_flags_the_steps_diff_fails_on(parents):
     found = history("history-test:quick")
     rows = found.rows
-    assert found.runs == 5 and found.machines[-1] == "another machine (test)" and len(found.machines) == 2
+    assert found.runs == 6 and found.machines[-1] == "another machine (test)" and len(found.machines) == 2
     here = rows[rows["machine"] == found.machines[0]]
     assert here.groupby("row")["run"].apply(list).to_dict() == {
-        "softmax": [1, 2, 3, 4], "softmax-frozen": [1, 2, 3, 4], "tiny": [1, 2, 3, 4]}
+        "softmax": [1, 2, 3, 4, 5], "softmax-frozen": [1, 2, 3, 4, 5], "tiny": [1, 2, 3, 4, 5]}
     steps = {(r["row"], r["run"]): (r["step_kind"], r["flagged"]) for _, r in here.iterrows()}
     assert steps[("tiny", 1)] == ("", False)  # the first run on a machine has no step
     assert steps[("tiny", 2)] == ("identical", False)
-    assert steps[("tiny", 3)] == ("worse", True)
-    assert steps[("tiny", 4)] == ("broken", True)
-    assert steps[("softmax-frozen", 4)] == ("identical", False)  # worse than the baseline, but no step
+    assert steps[("tiny", 3)] == ("other plan", False)  # seeds 0,1: not compared
+    assert steps[("tiny", 4)] == ("worse", True)  # against #2, the latest run of its plan
+    assert steps[("tiny", 5)] == ("broken", True)
+    assert steps[("softmax-frozen", 5)] == ("identical", False)  # worse than the baseline, but no step
+    assert "seeds A 0,1,2, B 0,1" in here[(here["row"] == "tiny") & (here["run"] == 3)].iloc[0]["step"]
     assert not rows[rows["machine"] == "another machine (test)"]["flagged"].any()  # nothing before it there
-    tiny4 = here[(here["row"] == "tiny") & (here["run"] == 4)].iloc[0]
-    assert tiny4["seeds"] == 0 and tiny4["verdict_kind"] == "not judged" and "NonFiniteLossError" in tiny4["step"]
+    tiny5 = here[(here["row"] == "tiny") & (here["run"] == 5)].iloc[0]
+    assert tiny5["seeds"] == 0 and tiny5["verdict_kind"] == "not judged" and "NonFiniteLossError" in tiny5["step"]
     # Each run's mean and interval over its seeds: the runs' own numbers, a t-interval around their mean.
     a = here[(here["row"] == "tiny") & (here["run"] == 1)].iloc[0]
     values = children_of(parents["a"], "tags.bench.label = 'tiny'")["metrics.val_acc_last_k"]
     assert a["mean"] == pytest.approx(values.mean()) and (a["ci_low"], a["ci_high"]) == pytest.approx(
         mean_interval(values))
-    latest = found.latest_flagged()  # what --fail-on-step fails on: #4 is the newest run on its machine
-    assert list(zip(latest["row"], latest["run"])) == [("tiny", 4)]
+    # The verdict as the run recorded it (its summary.csv), not judged again by today's code.
+    recorded = pd.read_csv(mlflow.artifacts.download_artifacts(f"runs:/{parents['worse']}/summary.csv"))
+    assert list(here[here["run"] == 4]["verdict"]) == list(recorded["verdict"])
+    latest = found.latest_flagged()  # what --fail-on-step fails on: #5 is the newest run on its machine
+    assert list(zip(latest["row"], latest["run"])) == [("tiny", 5)]
+    assert "verdicts.png" in tracking.list_artifacts(parents["elsewhere"])  # `bench suite` logged the forest plot
 
 
-def test_history_prints_within_100_columns_and_writes_page_charts_and_csv(parents, tmp_path, capsys):
-    text = format_history(history("history-test:quick"))
-    assert max(map(len, text.splitlines())) <= 100, text
-    assert re.search(r"(?m)^ *tiny +#3 .*! worse$", text), text
-    assert re.search(r"(?m)^ *tiny +#4 .*! broken$", text), text
-    assert re.search(r"(?m)^ *tiny +#2 .* identical$", text), text
-    assert main(["history", "history-test:quick", "--out", str(tmp_path / "h")]) == 0
-    assert main(["history", "history-test:quick", "--no-report", "--fail-on-step"]) == 1  # #4 broke tiny
-    page = (tmp_path / "h" / "index.html").read_text()
-    assert "Flagged steps" in page and page.count("class=flagged") == 2 and "Machine 2" in page
-    assert {p.name for p in (tmp_path / "h").glob("*.png")} == {f"history-{r}.png" for r in
-                                                               ("softmax", "softmax-frozen", "tiny")}
-    csv = pd.read_csv(tmp_path / "h" / "history.csv")
-    assert len(csv) == 15 and csv["flagged"].sum() == 2
+def test_a_running_parent_is_shown_not_compared(parents):
+    tracking.reopen_run(parents["broken"])  # as if it were still training
+    try:
+        rows = history("history-test:quick").rows
+    finally:
+        tracking.end_run(parents["broken"], "FAILED")
+    five = rows[rows["run"] == 5]
+    assert set(five["step_kind"]) == {"running"} and not five["flagged"].any()
+
+
+def test_a_parent_whose_runs_never_said_their_machine_is_placed_by_its_own(parents):
+    side = resolve(parents["broken"])
+    bare = dataclasses.replace(side, pairs=side.pairs.drop(columns=["tags.hw.machine"]))
+    assert machine_of(bare) == machine_of(side) == tracking.get_run(parents["broken"]).data.tags["hw.machine"]
+
+
+def test_a_setting_an_older_bench_did_not_log_counts_as_its_default(parents):
+    a, b = resolve(parents["a"]), resolve(parents["b"])
+    older = dataclasses.replace(a, pairs=a.pairs.drop(columns=["params.val_fold"]))  # logged before val_fold existed
+    assert plan_differences(older, b) == []
+    other = dataclasses.replace(a, pairs=a.pairs.assign(**{"params.val_fold": "1"}))
+    assert "softmax: val_fold A 1, B 0" in plan_differences(other, b)
+
+
+def test_older_parents_decisions_are_read_from_their_tag(parents):
+    experiment = tracking.get_run(parents["a"]).info.experiment_id
+    run_id = tracking.create_run(experiment, "older parent", {"bench.decisions": json.dumps({"net": {"verdict_kind": "worse"}})})
+    assert decisions_of(run_id) == {"net": {"verdict_kind": "worse"}}
+    tracking.end_run(run_id, "FINISHED")
 
 
 def test_history_refuses_what_names_no_suite(capsys):

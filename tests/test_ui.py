@@ -345,6 +345,16 @@ def test_the_runs_table_shows_each_runs_verdict_and_filters_by_it(verdict_suite,
     assert rows == worse | {verdict_suite["parent"]}
 
 
+def test_history_reads_a_tracking_server(verdict_suite, monkeypatch):
+    from bench.suites.history import format_history, history
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", verdict_suite["url"])
+    found = history("ui-verdicts:quick")
+    assert found.runs == 1 and list(found.rows["row"]) == ["softmax", "softmax-frozen"]
+    assert list(found.rows["verdict_kind"]) == ["baseline", "worse"]
+    assert "history of ui-verdicts:quick: 1 parent run(s) on 1 machine(s)" in format_history(found)
+
+
 def test_the_parent_run_page_renders_the_verdicts_table_and_the_forest_plot(verdict_suite, browser, tmp_path):
     from selenium.webdriver.common.by import By
 

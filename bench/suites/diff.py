@@ -27,6 +27,7 @@ import pandas as pd
 
 from .. import tracking
 from ..checkpoint import NOT_IDENTITY
+from ..config import TrainConfig
 from ..verdicts import (
     ALPHA, BETTER, DEFAULT_MARGIN, EQUIVALENT, IDENTICAL, UNDECIDED, UNJUDGED, WORSE, compare,
 )
@@ -169,13 +170,23 @@ def plan_differences(a: Side, b: Side) -> list[str]:
         sa, sb = a.settings(label), b.settings(label)
         if sa and sb:
             for key in sorted(set(sa) | set(sb)):
-                if sa.get(key) != sb.get(key):
-                    differ.append(f"{label}: {key} A {sa.get(key, 'not set')}, B {sb.get(key, 'not set')}")
+                # A setting one side's bench did not log yet was its default then (e.g. val_fold).
+                va, vb = sa.get(key, _default_setting(key)), sb.get(key, _default_setting(key))
+                if va != vb:
+                    differ.append(f"{label}: {key} A {va or 'not set'}, B {vb or 'not set'}")
         # --seeds auto: the seeds each row ends with depend on its data; the same schedule is the same plan.
         same_schedule = a.design.startswith("auto ") and _schedule(a.design) == _schedule(b.design)
         if a.planned[label] != b.planned[label] and not same_schedule:
             differ.append(f"{label}: seeds A {_seeds(a.planned[label])}, B {_seeds(b.planned[label])}")
     return differ
+
+
+def _default_setting(key: str) -> str | None:
+    """A training setting's default as a run logs it (None for keys that are not ``TrainConfig`` fields)."""
+    field = next((f for f in dataclasses.fields(TrainConfig) if f.name == key), None)
+    if field is None or field.default is dataclasses.MISSING:
+        return None
+    return tracking.param_text(field.default)
 
 
 def _schedule(design: str) -> str:

@@ -24,7 +24,7 @@ from ..config import TrainConfig
 from ..data import DataSplits
 from ..models import describe_variant
 from ..runner import run_tracked
-from ..runtime import process_alive
+from ..runtime import hardware, process_alive, resolve_device
 from ..train import load_data
 from ..verdicts.sequential import Look
 from .curves import learning_curves, time_to_target
@@ -108,9 +108,10 @@ def find_parent(suite: Suite, profile: str, resume: str | bool, experiment_id: s
 
 
 def open_parent(suite: Suite, profile: str, experiment_id: str, parent_id: str | None,
-                nested_under: str | None = None) -> str:
+                nested_under: str | None = None, device: str = "auto") -> str:
     """Create the suite's parent run (a child of ``nested_under`` when given), or mark the one being
-    resumed RUNNING again."""
+    resumed RUNNING again. The parent names the machine that owns it (``hw.machine``, for ``device``):
+    a history groups by it even when every run of the parent failed before it could say."""
     if parent_id is None:
         tags = parent_tags(suite, profile) | ({tracking.PARENT_TAG: nested_under} if nested_under else {})
         parent_id = tracking.create_run(experiment_id, f"{suite.name} [{profile}]", tags)
@@ -118,7 +119,8 @@ def open_parent(suite: Suite, profile: str, experiment_id: str, parent_id: str |
     else:
         tracking.reopen_run(parent_id)
     # Who owns the parent now: a resume on this host can tell a dead owner from a live one.
-    tracking.set_tags(parent_id, {tracking.TAG_HOST: socket.gethostname(), tracking.TAG_PID: str(os.getpid())})
+    tracking.set_tags(parent_id, {tracking.TAG_HOST: socket.gethostname(), tracking.TAG_PID: str(os.getpid()),
+                                  f"{tracking.TAG_HARDWARE}.machine": hardware(resolve_device(device))["machine"]})
     return parent_id
 
 
@@ -239,10 +241,13 @@ def look_of(tags: Mapping[str, str]) -> Look:
     return Look(tuple((k + 1) / looks for k in range(looks)), looks, "bonferroni") if looks > 1 else Look()
 
 
+TAG_DECISIONS_BEFORE = "bench.decisions"  # where parents of older bench recorded their decisions
+
+
 def decisions_of(parent_id: str) -> dict[str, dict]:
     """The rows a parent's looks decided, final (its ``decisions.json``; none for older parents)."""
-    if DECISIONS_ARTIFACT not in tracking.list_artifacts(parent_id):
-        return {}
+    if DECISIONS_ARTIFACT not in tracking.list_artifacts(parent_id):  # bench before 2fc7111 kept them in a tag
+        return json.loads(tracking.get_run(parent_id).data.tags.get(TAG_DECISIONS_BEFORE, "") or "{}")
     return json.loads(tracking.read_artifact_text(parent_id, DECISIONS_ARTIFACT))
 
 

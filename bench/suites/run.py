@@ -147,6 +147,7 @@ def _join(suite: Suite, profile: str, every, first, key: str, rounds: Rounds, ex
     if worker_of:
         return PairQueue(str(storage), str(study_name)), worker_of, False
     experiment_id = tracking.experiment_id_for(experiment, suite.experiment)
+    device = every[0][1].device if every else "auto"
 
     def parent_to_resume() -> str | None:
         found = find_parent(suite, profile, resume, experiment_id, nested_under)
@@ -156,7 +157,7 @@ def _join(suite: Suite, profile: str, every, first, key: str, rounds: Rounds, ex
         return found
 
     if storage is None:
-        parent_id = open_parent(suite, profile, experiment_id, parent_to_resume(), nested_under)
+        parent_id = open_parent(suite, profile, experiment_id, parent_to_resume(), nested_under, device)
         if workers == 1:
             queue = PairQueue(IN_PROCESS, f"{suite.name} [{profile}] {parent_id}")
             queue.create(key)
@@ -171,7 +172,7 @@ def _join(suite: Suite, profile: str, every, first, key: str, rounds: Rounds, ex
     if not queue.exists():
         found = parent_to_resume()  # a refused resume leaves no study behind without a parent
         if queue.create(key):
-            return queue, open_parent(suite, profile, experiment_id, found, nested_under), True
+            return queue, open_parent(suite, profile, experiment_id, found, nested_under, device), True
     parent_id = queue.parent(key)
     if resume:
         with queue.lock():  # of several machines resuming at once, one takes over
@@ -181,7 +182,7 @@ def _join(suite: Suite, profile: str, every, first, key: str, rounds: Rounds, ex
                 check_same_settings(parent_id, every)
                 restore_rounds(rounds, parent_id)
                 say(echo, f"taking over parent run {parent_id} of study {queue.name!r}: its owner stopped")
-                return queue, open_parent(suite, profile, experiment_id, parent_id, nested_under), True
+                return queue, open_parent(suite, profile, experiment_id, parent_id, nested_under, device), True
     say(echo, f"joining study {queue.name!r} (parent run {parent_id})")
     return queue, parent_id, False
 

@@ -17,11 +17,13 @@ under one naming scheme (listed in the README, "Verdicts in MLflow"):
   look: ``mlflow.load_table`` reads it back, the run page renders it). The forest plot is logged by
   the report room (``bench.report.log_verdicts_figure``) as ``verdicts.png``.
 
-Labels become metric and tag names with every character MLflow does not accept replaced by ``_``.
+Labels become parts of metric and tag names by ``names_of``.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import json
 import math
 import numbers
@@ -43,12 +45,23 @@ TAG_VERDICT_COUNTS = "bench.verdicts"  # on the parent: "1 better, 1 worse, 2 un
 CHILD_METRIC = "verdict."  # + diff, ci_low, ci_high, ci_level, seeds
 ROW_METRIC = "row/"  # + label + "/" + mean, std, diff, ci_low, ci_high, seeds
 TABLE = "verdicts.json"
-NOT_A_NAME = re.compile(r"[^A-Za-z0-9_\-. /:]")  # what MLflow refuses in a metric or tag name
+NOT_A_NAME = re.compile(r"[^A-Za-z0-9_\-. :]")  # what MLflow refuses in a metric or tag name, and "/"
 
 
 def name_of(label: str) -> str:
-    """``label`` as part of a metric or tag name."""
-    return NOT_A_NAME.sub("_", label)
+    """``label`` as part of a metric or tag name: every character but letters, digits, ``_ - . :`` and
+    space becomes ``_`` (a ``/`` too: MLflow reads names as paths), at most 120 characters."""
+    name = NOT_A_NAME.sub("_", label)[:120]
+    return name.replace(".", "_") if set(name) <= {"."} else name  # "." and ".." are paths MLflow refuses
+
+
+def names_of(labels: list[str]) -> dict[str, str]:
+    """Each label's ``name_of``; labels that come out the same get the first 6 hex digits of their SHA-1
+    appended, so no row's numbers overwrite another's."""
+    names = {label: name_of(label) for label in labels}
+    taken = collections.Counter(names.values())
+    return {label: name if taken[name] == 1 else f"{name}-{hashlib.sha1(label.encode()).hexdigest()[:6]}"
+            for label, name in names.items()}
 
 
 def row_numbers(r: Mapping[str, Any]) -> dict[str, float]:
@@ -71,6 +84,7 @@ def publish(parent_id: str, summary: pd.DataFrame, outcomes: pd.DataFrame, look:
     measure = summary.attrs.get("measure", "val_acc")
     parent_metrics: dict[str, float] = {}
     parent_tags: dict[str, str] = {}
+    names = names_of([str(label) for label in summary["label"]])
     for _, r in summary.iterrows():
         numbers = row_numbers(r)
         kind = str(r["verdict_kind"]) if isinstance(r.get("verdict_kind"), str) else ""
@@ -78,7 +92,7 @@ def publish(parent_id: str, summary: pd.DataFrame, outcomes: pd.DataFrame, look:
         child_metrics = {CHILD_METRIC + k: v for k, v in numbers.items() if k not in ("mean", "std")}
         for run_id in runs_of.get(r["label"], []):
             tracking.log_values(run_id, tags=tags, metrics=child_metrics, step=look)
-        name = name_of(str(r["label"]))
+        name = names[str(r["label"])]
         parent_metrics.update({f"{ROW_METRIC}{name}/{k}": v for k, v in numbers.items() if k != "ci_level"})
         parent_tags[TAG_ROW_VERDICT + name] = kind
     counts = summary["verdict_kind"].dropna().value_counts()

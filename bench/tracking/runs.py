@@ -271,10 +271,16 @@ def log_metrics(run_id: str, metrics: Mapping[str, float]) -> None:
 
 def log_values(run_id: str, *, tags: Mapping[str, str] | None = None, metrics: Mapping[str, float] | None = None,
                step: int = 0) -> None:
-    """Tags (credentials in values masked) and metrics at ``step``, in one request."""
+    """Tags (credentials in values masked) and metrics at ``step``, in as few requests as MLflow takes
+    (at most 100 tags and 1,000 values in one)."""
     now = int(time.time() * 1000)
-    MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
-                             tags=[RunTag(k, redact(str(v))) for k, v in (tags or {}).items()])
+    tag_list = [RunTag(k, redact(str(v))) for k, v in (tags or {}).items()]
+    metric_list = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+    client = MlflowClient()
+    while tag_list or metric_list:
+        batch_tags, tag_list = tag_list[:100], tag_list[100:]
+        batch_metrics, metric_list = metric_list[:1000 - len(batch_tags)], metric_list[1000 - len(batch_tags):]
+        client.log_batch(run_id, metrics=batch_metrics, tags=batch_tags)
 
 
 def log_run_table(run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
