@@ -142,19 +142,30 @@ def verdicts_chart(summary: pd.DataFrame, margin: float, path: Path, *, baseline
     ax.axvspan(-margin * 100, margin * 100, color="#2c6fbb", alpha=0.12, label=f"±{margin * 100:g} pt: no difference that matters")
     ax.axvline(0, color="#444", linewidth=0.8)
     y = list(range(len(rows)))[::-1]
+    # An interval at a strict level over few seeds (the first look of --seeds auto) can span a hundred
+    # points: the axis stays on the differences and the band, and such an interval ends in an arrow.
+    base = summary[summary["verdict_kind"] == "baseline"]
+    published = {}  # source -> its difference per row, in points
+    for source in dict.fromkeys(s for s, m in published_columns(summary) if m == "val_acc"):
+        column = f"{source}.val_acc"
+        if not base.empty and not _missing(base[column].iloc[0]):
+            published[source] = [(r[column] - base[column].iloc[0]) * 100 for _, r in rows.iterrows()]
+    diffs = [abs(d) * 100 for d in rows["baseline_diff"] if not _missing(d)]
+    reach = max([margin * 100 * 3, *(d * 1.5 + margin * 100 for d in diffs),
+                 *(abs(x) * 1.1 for xs in published.values() for x in xs if not _missing(x))])
     for yi, (_, r) in zip(y, rows.iterrows()):
         kind = r.get("verdict_kind") or UNJUDGED
         color = VERDICT_COLORS.get(kind, VERDICT_COLORS[UNJUDGED])
         if not _missing(r["baseline_ci_low"]):
-            ax.plot([r["baseline_ci_low"] * 100, r["baseline_ci_high"] * 100], [yi, yi], color=color, linewidth=2.2)
+            low, high = r["baseline_ci_low"] * 100, r["baseline_ci_high"] * 100
+            ax.plot([max(low, -reach), min(high, reach)], [yi, yi], color=color, linewidth=2.2)
+            for end, side in ((low, -1), (high, 1)):
+                if end * side > reach:  # clipped: the arrow says the interval goes on
+                    ax.plot(side * reach, yi, ">" if side > 0 else "<", color=color, markersize=8)
         if not _missing(r["baseline_diff"]):
             ax.plot(r["baseline_diff"] * 100, yi, "o", color=color, markersize=7)
-    base = summary[summary["verdict_kind"] == "baseline"]
-    for k, source in enumerate(dict.fromkeys(s for s, m in published_columns(summary) if m == "val_acc")):
-        column = f"{source}.val_acc"
-        if base.empty or _missing(base[column].iloc[0]):
-            continue
-        xs = [(r[column] - base[column].iloc[0]) * 100 for _, r in rows.iterrows()]
+    ax.set_xlim(-reach * 1.05, reach * 1.05)
+    for k, (source, xs) in enumerate(published.items()):
         points = [(x, yi) for x, yi in zip(xs, y) if not _missing(x)]
         if points:
             ax.scatter([p[0] for p in points], [p[1] for p in points], marker=SOURCE_MARKERS[k % len(SOURCE_MARKERS)],
@@ -163,7 +174,8 @@ def verdicts_chart(summary: pd.DataFrame, margin: float, path: Path, *, baseline
         if kind in set(rows.get("verdict_kind", [])):
             ax.plot([], [], "o-", color=color, label=kind)
     ax.set_yticks(y, [str(label) for label in rows["label"]])
-    ax.set_xlabel(f"val accuracy minus {baseline or 'the baseline'}'s, points (each interval at its verdict's level)")
+    ax.set_xlabel(f"val accuracy minus {baseline or 'the baseline'}'s, points (each interval at its verdict's level; "
+                  "an arrow: it goes on)")
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
