@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import textwrap
 
 import pytest
 
 from bench.cli import main
-from bench.suites import load_suite, run_suite
+from tests.file_variant import broken, healthy, run_with
 
 SUITE = """\
 [suite]
@@ -33,35 +32,12 @@ variant = "nets.py:Tiny"
 label = "tiny"
 """
 
-# The code under test: a row whose variant is a file, so a code change is a change of that file alone
-# (the plan, every setting a run logs, stays the same).
-HEALTHY = '''
-from torch import nn
-
-
-class Tiny(nn.Module):
-    """A linear layer on the flattened image."""
-
-    def __init__(self, shape, hidden=8):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(shape.channels * shape.size ** 2, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, shape.num_classes))
-
-    def forward(self, x):
-        return self.net(x)
-'''
-BROKEN = HEALTHY.replace("return self.net(x)", "return self.net(x) * float('nan')  # the regression")
+HEALTHY = healthy(hidden=8)
+BROKEN = broken(HEALTHY)
 
 
 def run(root, name: str, *, softmax: str = "", code: str = HEALTHY, **kwargs) -> str:
-    (root / "nets.py").write_text(textwrap.dedent(code))
-    path = root / f"{name}.toml"
-    path.write_text(SUITE.format(softmax=softmax))
-    try:
-        return run_suite(load_suite(path), "quick", log_models=False, progress=False, echo=lambda _: None,
-                         overrides={"threads": 1}, **kwargs).parent_run_id
-    except Exception as exc:  # a suite with failed runs ends FAILED: its parent is still compared
-        return exc.parent_run_id
+    return run_with(root, name, SUITE.format(softmax=softmax), code, **kwargs)
 
 
 @pytest.fixture(scope="module")

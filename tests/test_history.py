@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from bench import tracking
 from bench.cli import main
-from bench.suites import load_suite, run_suite
+from tests.file_variant import broken, healthy, run_with, worse
 from bench.suites import verdict_data
 from bench.suites.diff import plan_differences, resolve
 from bench.suites.history import format_history, history, machine_of, mean_interval
@@ -54,32 +54,12 @@ variant = "nets.py:Tiny"
 label = "tiny"
 """
 
-HEALTHY = '''
-from torch import nn
-
-
-class Tiny(nn.Module):
-    def __init__(self, shape, hidden=16):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(shape.channels * shape.size ** 2, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, shape.num_classes))
-
-    def forward(self, x):
-        return self.net(x)
-'''
-WORSE = HEALTHY.replace("return self.net(x)", "return self.net(x) * 1e-4  # a regression: logits squashed")
-BROKEN = HEALTHY.replace("return self.net(x)", "return self.net(x) * float('nan')  # a regression: NaN")
+HEALTHY = healthy(hidden=16)
+WORSE, BROKEN = worse(HEALTHY), broken(HEALTHY)
 
 
 def run(root, code: str, **kwargs) -> str:
-    (root / "nets.py").write_text(textwrap.dedent(code))
-    path = root / "history-test.toml"
-    path.write_text(SUITE)
-    try:
-        return run_suite(load_suite(path), "quick", log_models=False, progress=False, echo=lambda _: None,
-                         overrides={"threads": 1}, **kwargs).parent_run_id
-    except Exception as exc:  # a suite with diverged runs ends FAILED: its parent stays in the history
-        return exc.parent_run_id
+    return run_with(root, "history-test", SUITE, code, **kwargs)
 
 
 @pytest.fixture(scope="module")
