@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import html
 import io
 import json
 import os
@@ -335,6 +336,40 @@ def test_the_study_report_shows_the_honest_picture(confirmed, tmp_path):
         assert f"{candidate.value:.4f}" in page
     assert "No config of this search beats the baseline" not in page and "no champion" not in page
     assert "The champion is a confirmation run of the winner" in page
+
+
+def test_the_study_report_states_the_confirmations_method_and_its_own_verdicts_against_the_winner(confirmed,
+                                                                                                  tmp_path):
+    from bench.report import build_report
+
+    spec, outcome = confirmed
+    result = outcome.confirmation
+    out = build_report(spec.name, tmp_path, log=False).out_dir
+    page = text_of((out / "index.html").read_text())
+    # The confirmation's suite judged its defaults (mean val of the last epochs, seed by seed): the page says so,
+    # not the Welch test on val after the last step.
+    assert "Verdicts: mean val accuracy over the last" in page and "paired t-test over the seeds both ran" in page
+    assert "Welch" not in page
+    # "vs the winner" is what the confirmation decided, as recorded, not a second judgment made by the page.
+    recorded = study_record(outcome.parent_run_id)["versus_winner"]
+    decided = result.versus_winner.set_index("label")["verdict"]
+    assert recorded == {label: decided[label] for label in decided.index if label != result.winner.label}
+    for label, verdict in recorded.items():
+        assert f"<td>{html.escape(label)}</td>" in page and f"<td>{html.escape(verdict)}</td>" in page
+    # The learning curves of every trial and every confirmation run, to re-judge the study without its store.
+    curves = pd.read_csv(out / "curves.csv")
+    confirmation_runs = tracking.child_runs(result.parent_run_id)
+    trial_runs = tracking.child_runs(outcome.parent_run_id)
+    trial_runs = trial_runs[trial_runs["tags.bench.kind"] == "trial"]
+    assert set(curves["stage"]) == {"trial", "confirmation"}
+    assert set(curves["run_id"]) == set(confirmation_runs["run_id"]) | set(trial_runs["run_id"])
+    confirming = curves[curves["stage"] == "confirmation"]
+    assert set(confirming["row"]) == {*(c.label for c in result.candidates), "stalled lenet"}
+    assert sorted(set(confirming["seed"])) == result.seeds
+    assert set(curves.loc[curves["stage"] == "trial", "seed"]) == {spec.seed}
+    last = confirming.sort_values("epoch").groupby("run_id").tail(1).set_index("run_id")
+    for _, run in confirmation_runs.iterrows():
+        assert last.loc[run["run_id"], "val_acc"] == pytest.approx(float(run["metrics.val_acc"]))
 
 
 def test_the_report_of_a_rejected_winner_says_there_is_no_champion(rejected, tmp_path):

@@ -10,9 +10,11 @@ from typing import Any
 import pandas as pd
 
 from .. import tracking
+from ..suites.curves import COLUMNS as CURVE_COLUMNS
+from ..suites.curves import learning_curves
 from ..suites.spec import parse_suite
-from ..suites.summary import baseline_cell, summarize
-from ..verdicts import against_baseline, method_note
+from ..suites.summary import baseline_cell, method_text, pair_outcomes, per_seed, summarize
+from ..verdicts import against_baseline
 from . import charts
 from .pages import Report, ReportError, RunLinks, data_uri, definition, environment, is_missing, mean_std, render
 
@@ -57,6 +59,8 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
     confirmation = _confirmation(read(CONFIRMATION) if CONFIRMATION in artifacts else None, link, tags)
     run_ids = set(children["run_id"]) | set(confirmation.get("labels", {}))
     registered = _registered(name, run_ids, link)
+    curves = study_curves(children, confirmation.get("parent_id"))
+    curves.to_csv(out / "curves.csv", index=False)
     if registered and confirmation:
         registered["label"] = confirmation["labels"].get(registered["run_id"], "")
     page = render(
@@ -79,7 +83,7 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
         definition=definition_text,
         environment=environment(tags),
     )
-    return Report(out, [*images, out / "summary.csv", page], table, parent_id)
+    return Report(out, [*images, out / "summary.csv", out / "curves.csv", page], table, parent_id)
 
 
 def _best(best: dict[str, Any], metric: str) -> dict[str, Any] | None:
@@ -99,11 +103,17 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
     name, text = definition(confirm_id)
     suite = parse_suite(text, name, check_variants=False) if text else None
     margin = float(record.get("margin", 0.01))
-    summary = summarize(children, suite, margin=margin).set_index("label")
+    outcomes = pair_outcomes(children)
+    summary = summarize(outcomes, suite, margin=margin)
+    method = method_text(summary)
+    summary = summary.set_index("label")
     candidates = {c["label"]: c for c in record["candidates"]}
-    values = {label: summary_values(children, label) for label in summary.index if label in candidates}
-    versus = (against_baseline(values, record["winner"], margin=margin).set_index("label")
-              if record.get("winner") else pd.DataFrame())
+    versus = record.get("versus_winner")
+    if versus is None and record.get("winner"):  # a confirmation from before bench recorded them: judged here
+        measure, paired = (suite.measure, suite.design == "paired") if suite else ("val_acc", False)
+        values = {label: per_seed(outcomes, label, measure) for label in summary.index if label in candidates}
+        versus = against_baseline(values, record["winner"], margin=margin, pair=paired).set_index("label")["verdict"]
+    versus = versus if versus is not None else {}
     rows = []
     for label in [*[c for c in candidates if c in summary.index], record["baseline"]]:
         if label not in summary.index:
@@ -115,7 +125,7 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
             "confirmed": f"{mean_std(r['val_acc_mean'], r['val_acc_std'])} (n={int(r['n_seeds'])})",
             "gap": "" if candidate is None else f"{(r['val_acc_mean'] - candidate['value']) * 100:+.2f}",
             "vs_baseline": "" if label == record["baseline"] else f"{baseline_cell(r)} {r['verdict']}",
-            "vs_winner": "" if label not in versus.index or label == record["winner"] else versus.loc[label, "verdict"],
+            "vs_winner": "" if label not in versus or label == record["winner"] else versus[label],
             "params": "" if candidate is None else json.dumps(candidate["params"]),
             "winner": label == record.get("winner"),
         })
@@ -133,13 +143,25 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
         "test_label": test.get("label", winner), "test_is_winner": test.get("label", winner) == winner,
         "parent_url": link(confirm_id), "parent_id": confirm_id,
         "labels": dict(zip(children["run_id"], children[f"tags.{tracking.TAG_LABEL}"])) if len(children) else {},
-        "method_note": method_note(int(summary["baseline_p_holm"].notna().sum()), margin),
+        "method_note": method,
     }
 
 
-def summary_values(children: pd.DataFrame, label: str) -> list[float]:
-    runs = children[(children[f"tags.{tracking.TAG_LABEL}"] == label) & (children["status"] == "FINISHED")]
-    return runs["metrics.val_acc"].astype(float).tolist()
+def study_curves(children: pd.DataFrame, confirmation_id: str | None) -> pd.DataFrame:
+    """Every epoch of every trial (row ``trial N``, the study's seed) and of every confirmation run
+    (``curves.learning_curves``), with the stage each belongs to."""
+    kind = children.get(f"tags.{tracking.TAG_KIND}", pd.Series(dtype=object, index=children.index))
+    trials = children[kind == "trial"].copy()
+    trials["seed"] = trials.get("params.seed", pd.Series(math.nan, index=trials.index))
+    state = trials.get("tags.optuna.state", pd.Series(dtype=object, index=trials.index))
+    trials["pair_state"] = state.where(state.notna(), trials["status"])
+    stages = [("trial", learning_curves(trials[trials["seed"].notna()]))]
+    if confirmation_id:
+        stages.append(("confirmation", learning_curves(pair_outcomes(tracking.child_runs(confirmation_id)))))
+    frames = [curves.assign(stage=stage) for stage, curves in stages if not curves.empty]
+    if not frames:
+        return pd.DataFrame(columns=["stage", *CURVE_COLUMNS])
+    return pd.concat(frames, ignore_index=True)[["stage", *CURVE_COLUMNS]]
 
 
 def _registered(name: str, run_ids: set[str], link: RunLinks) -> dict[str, Any] | None:

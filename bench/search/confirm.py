@@ -48,7 +48,7 @@ from .. import tracking
 from ..runner import evaluate_test_after_selection
 from ..suites import Suite, SuiteError, SuiteFailed, load_suite, run_suite, run_suite_workers
 from ..suites.spec import settings_of
-from ..suites.summary import FINISHED, pair_outcomes
+from ..suites.summary import pair_outcomes, per_seed
 from ..verdicts import BETTER, EQUIVALENT, IDENTICAL, UNDECIDED, UNJUDGED, WORSE, against_baseline
 from ..workqueue import is_database
 from .spec import SearchError, StudySpec
@@ -96,6 +96,8 @@ class Confirmation:
     verdict_kind: str = ""  # the winner's against the baseline
     champion_note: str = ""  # why no champion, when none was registered
     test_measured_now: bool = False  # False: ``test`` is an earlier confirmation's (or another process's)
+    measure: str = "val_acc"  # what the verdicts compared (the confirmation suite's measure) ...
+    design: str = "unpaired"  # ... and how (seed by seed, or Welch)
 
     @property
     def holds_against_baseline(self) -> bool:
@@ -279,7 +281,8 @@ class _Judge:
         result = Confirmation(self.confirm_id, self.chosen, self.suite.baseline, self.seeds, self.summary,
                               pd.DataFrame(), ranked[0] if ranked else None, {},
                               split_seed=spec.split_seed, trials_split_seed=spec.split_seed,
-                              val_fold=spec.confirmation_val_fold, trials_val_fold=spec.val_fold)
+                              val_fold=spec.confirmation_val_fold, trials_val_fold=spec.val_fold,
+                              measure=self.suite.measure, design=self.suite.design)
         if result.winner is None:
             result.champion_note = "no champion: no candidate has a finished confirmation run with a finite val"
             say(self.echo, result.champion_note)
@@ -289,7 +292,8 @@ class _Judge:
         kind = row["verdict_kind"] if isinstance(row["verdict_kind"], str) else UNJUDGED
         result.verdict_kind, result.beats_baseline = kind, kind == BETTER
         children = tracking.child_runs(self.confirm_id)
-        values = {c.label: _measured(children, c.label, self.suite.measure) for c in ranked}
+        outcomes = pair_outcomes(children)
+        values = {c.label: per_seed(outcomes, c.label, self.suite.measure) for c in ranked}
         result.versus_winner = against_baseline(values, winner.label, margin=self.suite.margin,
                                                 pair=self.suite.design == "paired")
         say(self.echo, f"confirmed winner: {winner.label}, {spec.metric} {row['val_acc_mean']:.4f} ± "
@@ -415,16 +419,6 @@ def _measured_under(children: pd.DataFrame, chosen: list[Candidate]) -> dict[str
                         str(runs[f"tags.{tracking.PARENT_TAG}"].iloc[0]), times=1)
 
 
-def _measured(children: pd.DataFrame, label: str, measure: str = "val_acc") -> pd.Series:
-    """A config's confirmation val per seed: NaN for a run that failed, diverged or did not finish, so a
-    comparison with it is not judged on its survivors."""
-    outcomes = pair_outcomes(children)
-    runs = outcomes[outcomes[f"tags.{tracking.TAG_LABEL}"] == label]
-    return pd.Series({int(seed): float(value) if state == FINISHED else math.nan for seed, value, state in
-                      zip(runs["seed"], runs.get(f"metrics.{measure}", pd.Series(math.nan, index=runs.index)),
-                          runs["pair_state"])}, dtype=float)
-
-
 def _runs_of(children: pd.DataFrame, label: str) -> pd.DataFrame:
     if children.empty:
         return children
@@ -461,6 +455,11 @@ def _log(spec: StudySpec, result: Confirmation, study_parent_id: str) -> None:
         "champion_run_id": result.champion_run_id,
         "champion_note": result.champion_note,
         "beats_baseline": result.beats_baseline,
+        # The verdicts as the confirmation decided them, so a report shows them rather than judging again.
+        "measure": result.measure, "design": result.design,
+        "versus_winner": {} if result.versus_winner.empty else
+        {str(r["label"]): str(r["verdict"]) for _, r in result.versus_winner.iterrows()
+         if result.winner is None or r["label"] != result.winner.label},
     }
     text = json.dumps(record, indent=2)
     tracking.log_artifact_text(study_parent_id, ARTIFACT, text)

@@ -73,6 +73,15 @@ def pair_outcomes(children: pd.DataFrame) -> pd.DataFrame:
     return chosen.sort_values([label_tag, "seed"])
 
 
+def per_seed(outcomes: pd.DataFrame, label: str, measure: str = "val_acc") -> pd.Series:
+    """A row's measure per seed (``pair_outcomes``): NaN for a run that failed, diverged or did not finish,
+    so a comparison with it is not judged on its survivors."""
+    runs = outcomes[outcomes[f"tags.{tracking.TAG_LABEL}"] == label]
+    values = runs.get(f"metrics.{measure}", pd.Series(math.nan, index=runs.index))
+    return pd.Series({int(seed): float(value) if state == FINISHED else math.nan
+                      for seed, value, state in zip(runs["seed"], values, runs["pair_state"])}, dtype=float)
+
+
 def summarize(children: pd.DataFrame, suite: Suite | None = None, *, margin: float | None = None,
               look: Look | None = None, planned: Mapping[str, Sequence[int]] | None = None,
               decided: Mapping[str, Mapping[str, Any]] | None = None,
