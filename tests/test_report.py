@@ -217,6 +217,19 @@ def test_only_web_addresses_become_links(tmp_path):
     assert 'href="javascript:' not in page and "javascript:alert(document.cookie) (not a web address: not linked)" in page
 
 
+def test_the_curves_alone_give_the_reports_verdicts_again(report):
+    """What curves.csv promises: the suite judged again without its store gives the summary's verdicts."""
+    from bench.suites.rejudge import rejudge
+
+    built, _ = report
+    summary = pd.read_csv(built.out_dir / "summary.csv").set_index("variant_row")
+    again = rejudge(pd.read_csv(built.out_dir / "curves.csv"), "softmax").verdicts.set_index("row")
+    assert again.loc[EVIL, "verdict"] == summary.loc[EVIL, "verdict"]
+    for ours, theirs in (("diff", "baseline_diff"), ("ci_low", "baseline_ci_low"), ("ci_high", "baseline_ci_high"),
+                         ("mean", "measure_mean")):
+        assert again.loc[EVIL, ours] == pytest.approx(summary.loc[EVIL, theirs])
+
+
 def test_report_is_logged_on_the_parent_run(report):
     _, outcome = report
     assert set(tracking.list_artifacts(outcome.parent_run_id, "report")) >= {

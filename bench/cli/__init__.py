@@ -18,7 +18,7 @@ import threading
 import traceback
 from collections.abc import Iterator, Sequence
 
-from . import diff, history, report, search, suite, train
+from . import diff, history, judge, report, search, suite, train
 from .common import EXIT_USAGE, UsageError, ui_url
 
 __all__ = ["build_parser", "main"]
@@ -40,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bench", description="Train and compare image-classifier variants (see README.md).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")  # _Parser for every command
-    for family in (train, suite, diff, history, search, report):
+    for family in (train, suite, diff, history, judge, search, report):
         family.add_parsers(sub)
     return parser
 
