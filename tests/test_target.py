@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -66,3 +68,54 @@ def test_each_row_gets_its_time_to_the_target_and_a_verdict_on_it(tmp_path):
     assert len(logged) == 3 * 2 * 2 and set(logged.columns) >= {  # 3 rows x 2 seeds x 2 epochs"row", "seed", "epoch", "val_acc", "val_acc_last_k",
                                                                 "val_acc_ema", "seconds"}
     assert "curves.csv" in tracking.list_artifacts(outcome.parent_run_id)
+
+
+def synthetic(values: dict[str, list[float]], epochs: dict[str, list[float]], failed=()) -> tuple:
+    """A suite's pair outcomes and times to its target, as numbers (no training)."""
+    from bench.suites import parse_suite
+
+    text = "[suite]\nname = 'sim'\ndataset = 'mnist'\nbaseline = 'base'\ntarget = 0.8\n[profiles.quick]\n" + "".join(
+        f"[[variants]]\nvariant = 'softmax'\nlabel = '{label}'\n" for label in values)
+    suite = parse_suite(text, "sim.toml", check_variants=False)
+    rows = []
+    for label, accs in values.items():
+        for seed, acc in enumerate(accs):
+            state = "failed" if (label, seed) in failed else "finished"
+            rows.append({f"tags.{tracking.TAG_LABEL}": label, "seed": seed, "pair_state": state,
+                         "pair_reason": "" if state == "finished" else "boom", "run_id": f"{label}{seed}",
+                         "status": "FINISHED", "metrics.val_acc_last_k": acc, "metrics.val_acc": acc,
+                         "start_time": pd.Timestamp(0), "end_time": pd.Timestamp(10), "params.last_k": "5"})
+    reached = pd.DataFrame([{"row": label, "seed": seed, "epochs": e, "seconds": e * 10.0}
+                            for label, es in epochs.items() for seed, e in enumerate(es)])
+    return pd.DataFrame(rows), suite, reached
+
+
+def test_the_method_note_counts_every_comparison_in_the_family():
+    from bench.suites.summary import method_text, summarize
+
+    accs = {"base": [.80, .81, .79], "a": [.812, .823, .801], "b": [.80, .81, .79], "c": [.805, .812, .796]}
+    outcomes, suite, reached = synthetic(accs, {"base": [5, 6, 5], "a": [4, 4, 3], "b": [5, 5, 5], "c": [4, 4, 3.5]},
+                                         failed={("b", 1)})
+    summary = summarize(outcomes, suite, reached=reached)
+    # 3 accuracy comparisons (b not judged: its failed run) and 3 times to the target: 6 corrected together.
+    assert summary.attrs["family"] == 6
+    assert "All 12 hypotheses of the 6 comparison(s) form one family" in method_text(summary)
+
+
+def test_a_baseline_that_missed_the_target_leaves_the_times_unjudged_but_in_the_family():
+    from bench.suites.summary import summarize
+
+    accs = {"base": [.80, .81, .79, .80], "a": [.812, .823, .801, .811], "c": [.805, .812, .796, .80]}
+    reached_all = {"base": [5, 6, 5, 6], "a": [4, 4.5, 3, 4], "c": [4, 5, 3.5, 5]}
+    missed = {**reached_all, "base": [5, 6, 5, math.nan]}
+    def judged(epochs):
+        outcomes, suite, reached = synthetic(accs, epochs)
+        return summarize(outcomes, suite, reached=reached).set_index("label")
+
+    full, short = judged(reached_all), judged(missed)
+    for row in ("a", "c"):
+        assert short.loc[row, "target_kind"] == "not judged"
+        assert short.loc[row, "target_verdict"] == "not judged: base did not reach it in 1 of 4"
+        # The time comparisons still count: the accuracy verdicts are corrected for as many comparisons.
+        assert short.loc[row, "baseline_p_holm"] == pytest.approx(full.loc[row, "baseline_p_holm"])
+        assert short.loc[row, "baseline_ci_level"] == pytest.approx(full.loc[row, "baseline_ci_level"])

@@ -159,17 +159,24 @@ def summarize(children: pd.DataFrame, suite: Suite | None = None, *, margin: flo
     settled.update({key: d["target_kind"] for key, d in decided_times.items()})
     verdicts = against_baseline(values, baseline, margin=margin, look=look, pair=attrs["design"] == "paired",
                                 decided=settled, extra=extra).set_index("label")
+    # Every comparison corrected together (time comparisons and rows not judged now included), for the note.
+    attrs["family"] = int(verdicts["family"].max()) if len(verdicts) else 0
     if extra:
         attrs.update(target=suite.target, target_margin=suite.target_margin)
         for column, source in {**TARGET_VERDICT_COLUMNS, "target_ci_level": "ci_level"}.items():
             summary[column] = [verdicts[source].get(f"{label} {TIME}") for label in summary["label"]]
         summary["target_diff"] = -summary["target_diff"]  # epochs the row took minus the baseline's
         summary[["target_ci_low", "target_ci_high"]] = -summary[["target_ci_high", "target_ci_low"]].to_numpy()
+        base_missed = summary.loc[summary["label"] == baseline].iloc[0]
         for i, r in summary.iterrows():
             if r["target_not_reached"]:
                 summary.at[i, "target_verdict"] = f"not judged: not reached in {int(r['target_not_reached'])} of " \
                                                   f"{int(r['target_runs'])}"
                 summary.at[i, "target_kind"] = UNJUDGED
+            elif base_missed["target_not_reached"] and r["target_kind"] == UNJUDGED:
+                summary.at[i, "target_verdict"] = (f"not judged: {baseline} did not reach it in "
+                                                   f"{int(base_missed['target_not_reached'])} of "
+                                                   f"{int(base_missed['target_runs'])}")
         base_rows = summary["label"] == baseline
         summary.loc[base_rows, "target_verdict"], summary.loc[base_rows, "target_kind"] = "baseline", "baseline"
     for column, source_column in VERDICT_COLUMNS.items():
@@ -490,7 +497,8 @@ def method_text(summary: pd.DataFrame, margin: float | None = None) -> str:
     """``method_note`` for this summary: its measure, design, look and how many rows it compared."""
     attrs = summary.attrs
     decided = summary["decided_at"].notna() if "decided_at" in summary else False
-    n_compared = int(((summary["baseline_p_holm"].notna() | decided) & (summary["verdict_kind"] != IDENTICAL)).sum())
+    n_compared = attrs.get("family") or \
+        int(((summary["baseline_p_holm"].notna() | decided) & (summary["verdict_kind"] != IDENTICAL)).sum())
     measure = MEASURES.get(attrs.get("measure", "val_acc"), "val accuracy")
     if attrs.get("measure") == "val_acc_last_k" and "last_k" in attrs:
         measure = measure.replace("last k", f"last {attrs['last_k']}")

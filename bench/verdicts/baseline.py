@@ -47,7 +47,7 @@ MAX_SEEDS_SHOWN = 200  # beyond this, "needs > 200": practically undecidable at 
 PAIRED, WELCH = "paired", "Welch"
 
 COLUMNS = ["label", "n", "diff", "ci_low", "ci_high", "ci_level", "p", "p_holm", "p_equiv", "p_equiv_holm", "kind",
-           "verdict", "seeds_needed", "test"]
+           "verdict", "seeds_needed", "test", "family"]  # family: how many comparisons were corrected together
 
 Values = Sequence[float] | pd.Series | Mapping[int, float]
 
@@ -289,6 +289,7 @@ def compare(pairs: Sequence[tuple[str, Values, Values]], *, margin: float | Sequ
         if not np.isfinite(base).all():
             records.append(_record(label, len(row), UNJUDGED, f"not judged: {against} failed or diverged "
                                                               f"({int((~np.isfinite(base)).sum())} of {len(base)} runs)"))
+            counted.append(len(records) - 1)
         elif not np.isfinite(row).all():
             records.append(_record(label, len(row), UNJUDGED, f"failed or diverged ({int((~np.isfinite(row)).sum())} "
                                                               f"of {len(row)} runs): not judged"))
@@ -330,6 +331,8 @@ def compare(pairs: Sequence[tuple[str, Values, Values]], *, margin: float | Sequ
                 record["seeds_needed"] = seeds_needed(record["diff"], sd_row, sd_base, margin, alpha / len(family),
                                                       paired=was_paired)
             record["verdict"] = verdict_text(record["kind"], record["n"], margin, record["seeds_needed"], units[i])
+    for record in records:  # what every interval and p-value here was corrected for
+        record["family"] = len(tested) + len(settled) + len(counted)
     return records
 
 
@@ -337,7 +340,7 @@ def _record(label: str, n: int, kind: str, verdict: str, **numbers: Any) -> dict
     record = {"label": label, "n": n, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_level": math.nan,
               "p": math.nan,
               "p_holm": math.nan, "p_equiv": math.nan, "p_equiv_holm": math.nan, "kind": kind, "verdict": verdict,
-              "seeds_needed": None, "test": ""}
+              "seeds_needed": None, "test": "", "family": 0}
     record.update(numbers)
     return record
 
