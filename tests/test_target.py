@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 import pytest
+from scipy import stats
 
 from bench import tracking
 from bench.report import build_report
@@ -64,6 +65,15 @@ def test_each_row_gets_its_time_to_the_target_and_a_verdict_on_it(tmp_path):
     page_dir = build_report(outcome.parent_run_id, tmp_path / "out", log=False).out_dir
     table = pd.read_csv(page_dir / "summary.csv").set_index("variant_row")
     assert table.loc["lenet-narrow", "target_not_reached"] == 2
+    # Each row's mean epochs with its 95 % t-interval over the runs that reached the target, in the CSV and page.
+    low, high = stats.t.interval(0.95, 1, loc=sum(softmax) / 2, scale=stats.sem(softmax)) if softmax[0] != softmax[1] \
+        else (sum(softmax) / 2, sum(softmax) / 2)
+    assert table.loc["softmax", "target_epochs_ci_low"] == pytest.approx(low)
+    assert table.loc["softmax", "target_epochs_ci_high"] == pytest.approx(high)
+    page = " ".join((page_dir / "index.html").read_text().split())
+    assert "Time to val accuracy after the last epoch of 50 %" in page
+    assert "<td>lenet-narrow</td><td>0 of 2</td>" in page and "not judged: not reached in 2 of 2" in page
+    assert f"<td>softmax</td><td>2 of 2</td><td>{sum(softmax) / 2:.1f} [{low:.1f}, {high:.1f}]</td>" in page
     logged = pd.read_csv(page_dir / "curves.csv")
     assert len(logged) == 3 * 2 * 2 and set(logged.columns) >= {  # 3 rows x 2 seeds x 2 epochs"row", "seed", "epoch", "val_acc", "val_acc_last_k",
                                                                 "val_acc_ema", "seconds"}

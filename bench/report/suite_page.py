@@ -14,7 +14,8 @@ from ..suites.parent import decisions_of, look_of, looks_of, planned_of
 from ..suites.rounds import TAG_AUTO_STOP, TAG_LOOKS_TAKEN
 from ..suites.spec import MEASURES, TAG_MARGIN, TAG_ROWS, Suite, SuiteError, parse_suite
 from ..suites.summary import (
-    FINISHED, baseline_cell, failure_counts, method_text, pair_outcomes, published_columns, seeds_cell, summarize,
+    FINISHED, TARGET_CONFIDENCE, baseline_cell, failure_counts, method_text, pair_outcomes, published_columns,
+    seeds_cell, summarize,
 )
 from ..verdicts import DEFAULT_MARGIN
 from ..verdicts.sources import declared
@@ -51,6 +52,7 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
         method_note=method_text(summary),
         margin_pt=f"{margin * 100:g}", looks=looks, looks_taken=tags.get(TAG_LOOKS_TAKEN, ""),
         auto_stop=tags.get(TAG_AUTO_STOP, ""),
+        target=_target(summary),
         failures=[{"row": r["label"], "counts": failure_counts(r), "why": r["failures"]}
                   for _, r in summary.iterrows() if r["failures"]],
         definition_name=definition_name, definition=definition_text,
@@ -101,6 +103,33 @@ def _context(parent, name: str, summary: pd.DataFrame, finished: pd.DataFrame, s
             **{"tracking store": tracking.redact(tracking.tracking_uri())},
         ),
     )
+
+
+def _target(summary: pd.DataFrame) -> dict[str, Any] | None:
+    """The time-to-target table, when the suite declares a target."""
+    if "target_verdict" not in summary or "target" not in summary.attrs:
+        return None
+    measure = MEASURES.get(summary.attrs.get("measure", "val_acc"), "val accuracy")
+    value = f"{summary.attrs['target'] * 100:g} %"
+    rows = []
+    for _, r in summary.iterrows():
+        interval = "" if is_missing(r.get("target_epochs_ci_low")) else \
+            f" [{r['target_epochs_ci_low']:.1f}, {r['target_epochs_ci_high']:.1f}]"
+        level = r.get("target_ci_level")
+        diff = "" if r["target_kind"] == "baseline" or is_missing(r.get("target_diff")) else (
+            f"{r['target_diff']:+.1f}" + ("" if is_missing(r.get("target_ci_low")) else
+                                         f" [{r['target_ci_low']:+.1f}, {r['target_ci_high']:+.1f}]")
+            + ("" if is_missing(level) else f" at {level * 100:.1f} %"))
+        rows.append({
+            "row": str(r["label"]),
+            "reached": f"{int(r['target_runs'] - r['target_not_reached'])} of {int(r['target_runs'])}",
+            "epochs": "" if is_missing(r["target_epochs_mean"]) else f"{r['target_epochs_mean']:.1f}{interval}",
+            "seconds": number(r.get("target_seconds_mean"), ".0f"),
+            "diff": diff, "verdict": str(r["target_verdict"]),
+            "css": f"verdict {str(r.get('target_kind') or '').replace(' ', '-')}".strip(),
+        })
+    return {"what": f"{measure} of {value}", "measure": measure, "value": value, "rows": rows,
+            "margin": f"{summary.attrs.get('target_margin', 1):g}", "confidence": f"{TARGET_CONFIDENCE:.0%}"}
 
 
 def _row(r: pd.Series, link: RunLinks) -> dict[str, Any]:

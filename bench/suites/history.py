@@ -25,6 +25,7 @@ from scipy import stats
 
 from .. import tracking
 from ..verdicts import WORSE
+from ..verdicts.baseline import mean_interval
 from .diff import BROKEN, TARGET, Side, diff, plan_differences, resolve
 from .parent import decisions_of, look_of
 from .spec import MEASURES, SuiteError
@@ -133,7 +134,7 @@ def _judged(side: Side, parent: pd.Series, machine: str, index: int) -> pd.DataF
     records = []
     for _, r in summary.iterrows():
         values = side.values(r["label"], measure).dropna()
-        low, high = mean_interval(values)
+        low, high = mean_interval(values, CONFIDENCE)
         kind, text = recorded.get(r["label"], (r["verdict_kind"], r["verdict"]))
         records.append({
             "machine": machine, "run": index, "parent_run_id": side.parent_run_id,
@@ -154,15 +155,6 @@ def recorded_verdicts(parent_id: str) -> dict[str, tuple[str, str]]:
     if not {"label", "verdict_kind", "verdict"} <= set(summary.columns):
         return {}
     return {str(r["label"]): (str(r["verdict_kind"]), str(r["verdict"])) for _, r in summary.iterrows()}
-
-
-def mean_interval(values: pd.Series, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The t-interval of the mean over seeds (NaN with fewer than two)."""
-    n = len(values)
-    if n < 2:
-        return math.nan, math.nan
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return values.mean() - half, values.mean() + half
 
 
 def _steps(rows: pd.DataFrame, before: Side, after: Side) -> pd.DataFrame:

@@ -16,7 +16,8 @@ import pandas as pd
 
 from .. import tracking
 from ..verdicts import (
-    BETTER, DEFAULT_MARGIN, EQUIVALENT, IDENTICAL, UNJUDGED, WORSE, against_baseline, against_source, method_note,
+    BETTER, DEFAULT_MARGIN, EQUIVALENT, IDENTICAL, UNJUDGED, WORSE, against_baseline, against_source, mean_interval,
+    method_note,
 )
 from ..verdicts.sequential import Look
 from .spec import MEASURES, Suite
@@ -205,6 +206,7 @@ def summarize(children: pd.DataFrame, suite: Suite | None = None, *, margin: flo
 
 
 TIME = "(time to target)"  # how a row's time comparison is named in the family
+TARGET_CONFIDENCE = 0.95  # each row's interval of its mean epochs to the target (its runs that reached it)
 # summary column -> against_baseline column, for the time to the target (the sign made "epochs more than the baseline")
 TARGET_VERDICT_COLUMNS = {"target_diff": "diff", "target_ci_low": "ci_low", "target_ci_high": "ci_high",
                           "target_verdict": "verdict", "target_kind": "kind"}
@@ -222,6 +224,8 @@ def _times(summary: pd.DataFrame, reached: pd.DataFrame, planned: Mapping[str, S
         seconds = mine["seconds"][mine.index.isin(list(measured))].dropna()
         summary.loc[i, "target_epochs_mean"] = epochs.mean() if epochs.notna().any() else math.nan
         summary.loc[i, "target_epochs_std"] = epochs.std(ddof=1) if epochs.notna().sum() > 1 else math.nan
+        low, high = mean_interval(epochs.dropna(), TARGET_CONFIDENCE)
+        summary.loc[i, "target_epochs_ci_low"], summary.loc[i, "target_epochs_ci_high"] = low, high
         summary.loc[i, "target_seconds_mean"] = seconds.mean() if len(seconds) else math.nan
         summary.loc[i, "target_runs"] = len(measured)
         summary.loc[i, "target_not_reached"] = int(sum(1 for seed in measured if math.isnan(epochs.get(seed, math.nan))))
@@ -522,19 +526,21 @@ def _target_lines(summary: pd.DataFrame) -> list[str]:
         "row": summary["label"].map(lambda s: _clip(str(s), 18)),
         "reached": [f"{int(r['target_runs'] - r['target_not_reached'])} of {int(r['target_runs'])}"
                     for _, r in summary.iterrows()],
-        "epochs": [_mean_std(r["target_epochs_mean"], r["target_epochs_std"], ".1f") for _, r in summary.iterrows()],
+        "epochs [95 % CI]": [_mean_interval(r["target_epochs_mean"], r["target_epochs_ci_low"],
+                                            r["target_epochs_ci_high"]) for _, r in summary.iterrows()],
         "seconds": summary["target_seconds_mean"].map(lambda v: "" if _missing(v) else f"{v:.0f}"),
         "vs baseline, epochs [CI]": [_interval(r["target_diff"], r["target_ci_low"], r["target_ci_high"])
                                      if r["target_kind"] != "baseline" else "" for _, r in summary.iterrows()],
         "verdict": summary["target_verdict"].map(lambda s: _clip(str(s), 30)),
     })
-    return ["", f"Time to {measure} >= {summary.attrs['target'] * 100:g} % (first epoch; judged in the same family, "
-                f"fewer epochs is better, equivalent within ±{summary.attrs['target_margin']:g}):",
+    return ["", f"Time to {measure} >= {summary.attrs['target'] * 100:g} % (first epoch, mean over the runs that "
+                f"reached it with a t-interval; judged in the same family, fewer epochs is better, equivalent "
+                f"within ±{summary.attrs['target_margin']:g}):",
             table.to_string(index=False)]
 
 
-def _mean_std(mean: float, std: float, spec: str) -> str:
-    return "" if _missing(mean) else format(mean, spec) + ("" if _missing(std) else f" ± {format(std, spec)}")
+def _mean_interval(mean: float, low: float, high: float) -> str:
+    return "" if _missing(mean) else f"{mean:.1f}" + ("" if _missing(low) else f" [{low:.1f}, {high:.1f}]")
 
 
 def _interval(diff: float, low: float, high: float) -> str:

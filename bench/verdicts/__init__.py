@@ -16,7 +16,7 @@ import importlib
 
 _HOMES = {
     "baseline": ("ALPHA", "DEFAULT_MARGIN", "against_baseline", "compare", "decide", "holm", "holm_shaffer",
-                 "method_note", "paired", "seeds_needed", "welch"),
+                 "mean_interval", "method_note", "paired", "seeds_needed", "welch"),
     "kinds": ("BASELINE", "BETTER", "EQUIVALENT", "IDENTICAL", "UNDECIDED", "UNJUDGED", "WORSE"),
     "sequential": ("AutoSeeds", "next_round"),
     "sources": ("PROTOCOLS", "WITHIN", "against_source", "curve_metric"),

@@ -184,6 +184,15 @@ def decide(p: Sequence[float], p_equiv: Sequence[float], diff: Sequence[float], 
             "level": list(level), "level_equiv": list(level_equiv)}
 
 
+def mean_interval(values: pd.Series, confidence: float = 1 - ALPHA) -> tuple[float, float]:
+    """The t-interval of the mean of ``values`` (over seeds; NaN with fewer than two), ``scipy.stats.t``."""
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return values.mean() - half, values.mean() + half
+
+
 def seeds_needed(diff: float, sd_row: float, sd_base: float, margin: float, alpha: float,
                  paired: bool = False) -> int | None:
     """Seeds per side that would decide the row with probability ``POWER`` if the observed
