@@ -5,13 +5,14 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from bench import tracking
 from bench.cli import main
-from bench.suites import SuiteError, SuiteFailed, load_suite, run_suite, run_suite_workers
+from bench.suites import SuiteError, SuiteFailed, load_suite, parse_suite, run_suite, run_suite_workers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -361,3 +362,17 @@ def test_each_machine_says_what_it_trained_and_what_the_suite_holds(tmp_path, ca
     assert "2 trained here, 0 skipped as finished; 2 of 2 pairs finished" in capsys.readouterr().out
     assert main(["suite", str(path), "--seeds", "2", "--no-log-model", "--quiet", "--resume"]) == 0
     assert "2 trained here, 2 skipped as finished; 4 of 4 pairs finished" in capsys.readouterr().out
+
+
+def test_the_method_note_says_when_a_rows_last_k_mean_covers_all_its_epochs():
+    from bench.suites.summary import method_text, summarize
+
+    text = "[suite]\nname = 'short'\ndataset = 'mnist'\nbaseline = 'lenet'\n[profiles.quick]\n" + "".join(
+        f"[[variants]]\nvariant = '{v}'\n" for v in ("lenet", "softmax"))
+    suite = parse_suite(text, "short.toml", check_variants=False)
+    rows = [{"tags.bench.label": label, "seed": seed, "pair_state": "finished", "pair_reason": "", "status": "FINISHED",
+             "run_id": f"{label}{seed}", "metrics.val_acc_last_k": 0.9 + seed / 100, "metrics.val_acc": 0.9,
+             "params.last_k": "5", "params.epochs": str(epochs), "start_time": pd.Timestamp(0),
+             "end_time": pd.Timestamp(1)} for label, epochs in (("lenet", 9), ("softmax", 2)) for seed in range(3)]
+    note = method_text(summarize(pd.DataFrame(rows), suite))
+    assert "mean val accuracy over the last 5 epochs (all epochs of the rows that ran fewer: softmax 2)" in note

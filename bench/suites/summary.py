@@ -505,7 +505,12 @@ def method_text(summary: pd.DataFrame, margin: float | None = None) -> str:
         int(((summary["baseline_p_holm"].notna() | decided) & (summary["verdict_kind"] != IDENTICAL)).sum())
     measure = MEASURES.get(attrs.get("measure", "val_acc"), "val accuracy")
     if attrs.get("measure") == "val_acc_last_k" and "last_k" in attrs:
-        measure = measure.replace("last k", f"last {attrs['last_k']}")
+        k = int(attrs["last_k"])
+        measure = measure.replace("last k", f"last {k}")
+        epochs = summary["epochs"] if "epochs" in summary else pd.Series(dtype=float)
+        short = [f"{label} {int(e)}" for label, e in zip(summary["label"], epochs) if not _missing(e) and e < k]
+        if short:  # the mean then runs from the first epoch: say so where the verdicts are explained
+            measure += f" (all epochs of the rows that ran fewer: {', '.join(short)})"
     return method_note(n_compared, attrs.get("margin", DEFAULT_MARGIN) if margin is None else margin,
                        attrs.get("look", Look()), test="paired" if attrs.get("design") == "paired" else "Welch",
                        measure=measure)
