@@ -12,7 +12,8 @@ import pandas as pd
 from .. import tracking
 from ..suites.curves import COLUMNS as CURVE_COLUMNS
 from ..suites.curves import learning_curves
-from ..suites.spec import parse_suite
+from ..suites.parent import decisions_of, look_of, planned_of
+from ..suites.spec import MEASURES, parse_suite
 from ..suites.summary import baseline_cell, method_text, pair_outcomes, per_seed, summarize
 from ..verdicts import against_baseline
 from . import charts
@@ -104,7 +105,10 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
     suite = parse_suite(text, name, check_variants=False) if text else None
     margin = float(record.get("margin", 0.01))
     outcomes = pair_outcomes(children)
-    summary = summarize(outcomes, suite, margin=margin)
+    confirm_tags = tracking.get_run(confirm_id).data.tags
+    # Judged as the confirmation judged it: its planned seeds, its look, the rows it decided.
+    summary = summarize(outcomes, suite, margin=margin, look=look_of(confirm_tags), planned=planned_of(confirm_tags),
+                        decided=decisions_of(confirm_id))
     method = method_text(summary)
     summary = summary.set_index("label")
     candidates = {c["label"]: c for c in record["candidates"]}
@@ -124,7 +128,7 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
             "search": "" if candidate is None else f"{candidate['value']:.4f}",
             "confirmed": f"{mean_std(r['val_acc_mean'], r['val_acc_std'])} (n={int(r['n_seeds'])})",
             "gap": "" if candidate is None else f"{(r['val_acc_mean'] - candidate['value']) * 100:+.2f}",
-            "vs_baseline": "" if label == record["baseline"] else f"{baseline_cell(r)} {r['verdict']}",
+            "vs_baseline": "" if label == record["baseline"] else f"{baseline_cell(r)}{_level(r)} {r['verdict']}",
             "vs_winner": "" if label not in versus or label == record["winner"] else versus[label],
             "params": "" if candidate is None else json.dumps(candidate["params"]),
             "winner": label == record.get("winner"),
@@ -144,7 +148,13 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
         "parent_url": link(confirm_id), "parent_id": confirm_id,
         "labels": dict(zip(children["run_id"], children[f"tags.{tracking.TAG_LABEL}"])) if len(children) else {},
         "method_note": method,
+        "measure": MEASURES.get(summary.attrs.get("measure", "val_acc"), "val accuracy"),
     }
+
+
+def _level(r: pd.Series) -> str:
+    level = r.get("baseline_ci_level")
+    return "" if is_missing(level) or not baseline_cell(r) else f" at {level * 100:.1f} %"
 
 
 def study_curves(children: pd.DataFrame, confirmation_id: str | None) -> pd.DataFrame:

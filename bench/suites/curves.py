@@ -15,7 +15,8 @@ import pandas as pd
 
 from .. import tracking
 
-# Per-epoch metrics the trainer logs, in the table's column order.
+# Per-epoch metrics the trainer logs, in the table's column order. val_acc_ema's last epoch is the value measured
+# after training, batch-norm statistics recomputed; the epochs before it use the average's own buffers.
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_acc_ema", "epoch_time_s")
 COLUMNS = ["row", "seed", "run_id", "state", "epoch", *EPOCH_METRICS, "val_acc_last_k", "seconds"]
 DEFAULT_LAST_K = 5
