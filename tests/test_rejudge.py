@@ -92,6 +92,13 @@ def test_seeds_and_rows_can_be_chosen_and_a_failed_run_is_counted_not_dropped():
     result = rejudge(failed, "base").verdicts.set_index("row")
     assert result.loc["a", "kind"] == "not judged" and "failed or diverged (1 of 8 runs)" in result.loc["a", "verdict"]
     assert result.loc["b", "kind"] != "not judged"
+    # A run still going is no measurement yet, nor a failure: left out of the row, and named.
+    going = curves.copy()
+    going.loc[(going["row"] == "a") & (going["seed"] == 4), "state"] = "unfinished"
+    result = rejudge(going, "base")
+    assert result.verdicts.set_index("row").loc["a", "n"] == 7
+    assert result.verdicts.set_index("row").loc["a", "kind"] != "not judged"
+    assert result.method.endswith("Left out, not finished: a seed 4.")
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -1,7 +1,7 @@
 """Learning curves kept: every epoch of every run of a suite, as one tidy table.
 
 ``learning_curves`` reads each run's per-epoch metrics from the tracking store and returns one row
-per (row, seed, epoch): enough to re-judge a suite with any measure, or to ask how soon a row reached
+per (row, seed, epoch), with the k of its last-k mean: enough to re-judge a suite with any measure, or to ask how soon a row reached
 an accuracy, without its MLflow store. The runner logs it on the parent (``curves.csv``) and every
 report writes it beside its pages.
 """
@@ -18,7 +18,7 @@ from .. import tracking
 # Per-epoch metrics the trainer logs, in the table's column order. val_acc_ema's last epoch is the value measured
 # after training, batch-norm statistics recomputed; the epochs before it use the average's own buffers.
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_acc_ema", "epoch_time_s")
-COLUMNS = ["row", "seed", "run_id", "state", "epoch", *EPOCH_METRICS, "val_acc_last_k", "seconds"]
+COLUMNS = ["row", "seed", "run_id", "state", "epoch", *EPOCH_METRICS, "val_acc_last_k", "last_k", "seconds"]
 DEFAULT_LAST_K = 5
 
 
@@ -39,6 +39,7 @@ def learning_curves(outcomes: pd.DataFrame, metrics: Sequence[str] = EPOCH_METRI
         frame = frame.reindex(columns=list(metrics))
         k = _last_k(run)
         frame["val_acc_last_k"] = frame["val_acc"].rolling(k, min_periods=1).mean()
+        frame["last_k"] = k
         frame["seconds"] = frame["epoch_time_s"].cumsum()
         frame.insert(0, "epoch", frame.index.astype(int))
         frame.insert(0, "state", run.get("pair_state", run.get("status")))

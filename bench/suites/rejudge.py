@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 from collections.abc import Sequence
 
 import pandas as pd
 
 from ..verdicts import ALPHA, against_baseline, method_note
 from .spec import DESIGNS, MEASURES
-from .summary import FINISHED, correlation
+from .summary import DIVERGED, FAILED, FINISHED, correlation
 
 # Per-run columns of a curves table that rejudge needs.
 NEEDED = ("row", "seed", "state", "epoch", "val_acc")
@@ -72,6 +73,9 @@ def rejudge(curves: pd.DataFrame, baseline: str, *, measure: str = "val_acc_last
         raise RejudgeError(f"last_k {last_k!r} must be a number of epochs, 1 or more")
     runs = run_measures(curves, last_k)
     known = list(dict.fromkeys(runs["row"]))
+    # A run still going (or stopped from outside) is no measurement yet, nor a failure: left out, and said.
+    unfinished = runs[~runs["state"].isin([FINISHED, DIVERGED, FAILED])]
+    runs = runs[runs["state"].isin([FINISHED, DIVERGED, FAILED])]
     for label in [baseline, *(rows or [])]:
         if label not in known:
             raise RejudgeError(f"row {label!r} is not in the curves; rows there: {', '.join(known)}")
@@ -103,27 +107,32 @@ def rejudge(curves: pd.DataFrame, baseline: str, *, measure: str = "val_acc_last
             spreads.append({"row": label, "measure": name, "n": int(values.notna().sum()), "sd": values.std(ddof=1),
                             "rho": math.nan if label == baseline else correlation(values, base)})
     n_compared = len(labels) - 1
+    logged_k = sorted(set(curves["last_k"].dropna().astype(int))) if "last_k" in curves else []
+    k = last_k if last_k is not None else (logged_k[0] if len(logged_k) == 1 else None)
     method = (method_note(n_compared, margin, alpha=alpha, test="paired" if design == "paired" else "Welch",
-                          measure=MEASURES[measure] if last_k is None else
-                          MEASURES[measure].replace("last k", f"last {last_k}"))
+                          measure=MEASURES[measure] if k is None else MEASURES[measure].replace("last k", f"last {k}"))
               + " Judged once, from the learning curves, at the seeds they hold: a suite that took several "
-                "looks spent its alpha over them, and its own verdicts are the ones its error rate holds for.")
+                "looks spent its alpha over them, and its own verdicts are the ones its error rate holds for."
+              + (f" Left out, not finished: {', '.join(f'{r} seed {s}' for r, s in zip(unfinished['row'], unfinished['seed']))}."
+                 if len(unfinished) else ""))
     return Rejudged(table, pd.DataFrame(spreads), method)
 
 
 def format_rejudged(result: Rejudged, measure: str, width: int = 100) -> str:
-    """The verdicts and the spreads as text no wider than ``width``."""
+    """The verdicts and the spreads as text no wider than ``width`` (a long verdict goes on under itself)."""
     table = result.verdicts
-    lines = [f"{'row':<22} {'n':>3} {measure + ' %':>16} {'rho':>6}  {'diff, pt [interval]':<26} verdict"]
+    head = f"{'row':<18} {'n':>3} {measure[:14] + ' %':>16} {'rho':>5}  {'diff, pt [interval] level':<27} "
+    lines = [head + "verdict"]
     for _, r in table.iterrows():
         mean = f"{r['mean'] * 100:.2f} ± {r['sd'] * 100:.2f}" if r["n"] > 1 else \
             (f"{r['mean'] * 100:.2f}" if r["n"] else "-")
         rho = f"{r['rho']:+.2f}" if pd.notna(r["rho"]) else ""
         interval = "" if pd.isna(r["diff"]) or r["kind"] == "baseline" else \
-            f"{r['diff'] * 100:+.2f}" + (f" [{r['ci_low'] * 100:+.2f}, {r['ci_high'] * 100:+.2f}] {r['ci_level']:.1%}"
+            f"{r['diff'] * 100:+.2f}" + (f" [{r['ci_low'] * 100:+.2f}, {r['ci_high'] * 100:+.2f}] {r['ci_level']:.0%}"
                                           if pd.notna(r["ci_low"]) else "")
-        line = f"{r['row'][:22]:<22} {r['n']:>3} {mean:>16} {rho:>6}  {interval:<26} {r['verdict']}"
-        lines.append(line[:width])
+        start = f"{r['row'][:18]:<18} {r['n']:>3} {mean:>16} {rho:>5}  {interval:<27} "
+        wrapped = textwrap.wrap(str(r["verdict"]), max(20, width - len(head))) or [""]
+        lines += [start + wrapped[0], *(" " * len(head) + rest for rest in wrapped[1:])]
     lines.append("")
     lines.append("spread of each measure over seeds, sd in pt (rho: correlation with the baseline, same seeds)")
     spreads = result.spreads.pivot(index="row", columns="measure")
