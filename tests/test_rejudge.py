@@ -92,13 +92,21 @@ def test_seeds_and_rows_can_be_chosen_and_a_failed_run_is_counted_not_dropped():
     result = rejudge(failed, "base").verdicts.set_index("row")
     assert result.loc["a", "kind"] == "not judged" and "failed or diverged (1 of 8 runs)" in result.loc["a", "verdict"]
     assert result.loc["b", "kind"] != "not judged"
-    # A run still going is no measurement yet, nor a failure: left out of the row, and named.
+    # A run still going is no measurement: as in the suite, its row is not judged (--seeds picks finished ones).
     going = curves.copy()
     going.loc[(going["row"] == "a") & (going["seed"] == 4), "state"] = "unfinished"
-    result = rejudge(going, "base")
-    assert result.verdicts.set_index("row").loc["a", "n"] == 7
-    assert result.verdicts.set_index("row").loc["a", "kind"] != "not judged"
-    assert result.method.endswith("Left out, not finished: a seed 4.")
+    result = rejudge(going, "base").verdicts.set_index("row")
+    assert result.loc["a", "n"] == 7 and result.loc["a", "runs"] == 8 and result.loc["a", "kind"] == "not judged"
+    assert rejudge(going, "base", seeds=[0, 1, 2, 3, 5, 6, 7]).verdicts.set_index("row").loc["a", "kind"] != "not judged"
+
+
+def test_a_studys_curves_are_judged_on_their_confirmation():
+    confirmation = curves_of({"trial 3": 0.0, "net": 0.0}).assign(stage="confirmation")
+    trials = curves_of({"trial 3": 0.05}, seeds=1).assign(stage="trial", state="COMPLETE")
+    result = rejudge(pd.concat([trials, confirmation]), "net").verdicts.set_index("row")
+    assert result.loc["trial 3", "n"] == 8 and result.loc["trial 3", "kind"] == "equivalent"
+    with pytest.raises(RejudgeError, match="no confirmation runs"):
+        rejudge(trials, "trial 3")
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -114,6 +122,19 @@ def test_bad_input_is_refused_naming_the_value_and_what_is_accepted(kwargs, mess
         rejudge(curves_of({"base": 0.0, "a": 0.0}), **kwargs)
 
 
+def test_tables_the_suite_could_not_have_judged_are_refused():
+    curves = curves_of({"base": 0.0, "a": 0.0})
+    twice = pd.concat([curves, curves[curves["seed"] == 0].assign(run_id="again")])
+    with pytest.raises(RejudgeError, match="one run per row and seed expected; more than one for a seed 0"):
+        rejudge(twice, "base")
+    no_ema = curves.assign(val_acc_ema=float("nan"))
+    with pytest.raises(RejudgeError, match="finished runs without a value of val_acc_ema: a seed 0"):
+        rejudge(no_ema, "base", measure="val_acc_ema")
+    base_going = curves.assign(state=curves["state"].where(curves["row"] != "base", "unfinished"))
+    with pytest.raises(RejudgeError, match="the baseline 'base' has no finished run"):
+        rejudge(base_going, "base")
+
+
 def run_cli(argv: list[str]) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
@@ -127,14 +148,21 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
 def test_the_command_reads_a_report_folder_finds_its_baseline_and_fits_100_columns(tmp_path):
     curves = curves_of({"net": 0.0, "net-l2": 0.0, "net-width": 0.02})
     curves.to_csv(tmp_path / "curves.csv", index=False)
-    pd.DataFrame({"variant_row": ["net", "net-l2", "net-width"],
-                  "verdict_kind": ["baseline", "equivalent", "better"]}).to_csv(tmp_path / "summary.csv", index=False)
-    code, text = run_cli(["judge", str(tmp_path), "--measure", "val_acc", "--design", "unpaired", "--seeds", "0,1,2"])
+    pd.DataFrame({"variant_row": ["net", "net-l2", "net-width"], "verdict_kind": ["baseline", "equivalent", "better"],
+                  "measure": "val_acc", "design": "unpaired", "margin": 0.005}).to_csv(tmp_path / "summary.csv",
+                                                                                      index=False)
+    # By default, judged as the suite declared (its summary.csv): val after the last epoch, Welch, +-0.5 pt.
+    code, text = run_cli(["judge", str(tmp_path), "--seeds", "0,1,2"])
     assert code == 0, text
     lines = text.splitlines()
-    assert lines[1].startswith("net ") and "baseline" in lines[1]
-    assert "Welch's t-test" in text and "val accuracy after the last epoch" in text and "Judged once" in text
-    assert max(len(line) for line in lines if not line.startswith("Verdicts:")) <= 100
+    assert "baseline net; measure val_acc, design unpaired, margin 0.005" in lines[0]
+    assert lines[2].startswith("net ") and "baseline" in lines[2]
+    said = " ".join(text.split())
+    assert "Welch's t-test" in said and "val accuracy after the last epoch" in said and "Judged once" in said
+    assert "within ±0.5 pt" in said
+    code, text = run_cli(["judge", str(tmp_path), "--design", "paired", "--margin", "0.01"])
+    assert code == 0 and "design paired, margin 0.01" in text and "paired t-test" in " ".join(text.split())
+    assert max(len(line) for line in lines) <= 100
     code, text = run_cli(["judge", str(tmp_path / "nowhere.csv")])
     assert code == 2 and "no curves table at" in text
     (tmp_path / "summary.csv").unlink()
@@ -144,5 +172,9 @@ def test_the_command_reads_a_report_folder_finds_its_baseline_and_fits_100_colum
     assert code == 2 and "--seeds '0,x'" in text
 
 
-def test_the_commands_choices_are_the_suites():
+def test_the_commands_choices_and_defaults_are_the_suites():
+    from bench.suites.spec import DEFAULT_DESIGN, DEFAULT_MEASURE
+    from bench.verdicts import DEFAULT_MARGIN
+
     assert judge_cli.MEASURES == tuple(MEASURES) and judge_cli.DESIGNS == DESIGNS
+    assert judge_cli.DEFAULTS == {"measure": DEFAULT_MEASURE, "design": DEFAULT_DESIGN, "margin": DEFAULT_MARGIN}

@@ -8,6 +8,7 @@ from .common import UsageError
 
 MEASURES = ("val_acc", "val_acc_last_k", "val_acc_ema")  # bench.suites.spec.MEASURES (checked by a test)
 DESIGNS = ("paired", "unpaired")
+DEFAULTS = {"measure": "val_acc_last_k", "design": "paired", "margin": 0.01}  # the suite's defaults (spec.py)
 
 
 def add_parsers(sub) -> None:
@@ -17,15 +18,18 @@ def add_parsers(sub) -> None:
                                   "(e.g. reports/examples/cifar2-chapter8-full)")
     p.add_argument("--baseline", help="the row every other row is compared with (default: the baseline of "
                                       "summary.csv beside the curves)")
-    p.add_argument("--measure", choices=MEASURES, default="val_acc_last_k",
+    p.add_argument("--measure", choices=MEASURES,
                    help="what a run's one number is: val after the last epoch, the mean val of the last k epochs, "
-                        "or val of the weights' moving average (default val_acc_last_k)")
+                        "or val of the weights' moving average (default: the suite's, from summary.csv beside the "
+                        "curves, else val_acc_last_k)")
     p.add_argument("--last-k", type=int, help="with val_acc_last_k: average this many last epochs (default: as the "
                                               "runs logged it)")
-    p.add_argument("--design", choices=DESIGNS, default="paired",
-                   help="paired: seed by seed over the seeds both rows ran; unpaired: Welch (default paired)")
-    p.add_argument("--margin", type=float, default=0.01,
-                   help="the smallest difference that matters, a fraction of accuracy (default 0.01 = 1 pt)")
+    p.add_argument("--design", choices=DESIGNS,
+                   help="paired: seed by seed over the seeds both rows ran; unpaired: Welch (default: the suite's, "
+                        "else paired)")
+    p.add_argument("--margin", type=float,
+                   help="the smallest difference that matters, a fraction of accuracy (default: the suite's, else "
+                        "0.01 = 1 pt)")
     p.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate over all rows (default 0.05)")
     p.add_argument("--rows", help="comma-separated rows to judge (default: every row in the curves)")
     p.add_argument("--seeds", help="comma-separated seeds to judge on (default: every seed in the curves), "
@@ -34,6 +38,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
+    import textwrap
     from pathlib import Path
 
     import pandas as pd
@@ -54,7 +59,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         except ValueError:
             raise UsageError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    baseline = args.baseline or _baseline_beside(path)
+    declared = _declared_beside(path)
+    baseline = args.baseline or declared.get("baseline")
     if baseline is None:
         raise UsageError(f"no --baseline given and no summary.csv beside {path} names one: pass --baseline ROW")
     try:
@@ -62,29 +68,39 @@ def cmd_judge(args: argparse.Namespace) -> int:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path} is not a CSV table: {exc}") from None
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    chosen = {key: getattr(args, key) if getattr(args, key) is not None else declared.get(key, default)
+              for key, default in DEFAULTS.items()}
     try:
-        result = rejudge(curves, baseline, measure=args.measure, design=args.design, margin=args.margin,
-                         alpha=args.alpha, last_k=args.last_k, rows=rows, seeds=seeds)
+        result = rejudge(curves, baseline, measure=chosen["measure"], design=chosen["design"],
+                         margin=float(chosen["margin"]), alpha=args.alpha, last_k=args.last_k, rows=rows, seeds=seeds)
     except RejudgeError as exc:
         raise UsageError(f"{path}: {exc}") from None
-    print(format_rejudged(result, args.measure))
+    given = ", ".join(f"{key} {value}" for key, value in chosen.items())
+    source = "the suite's (summary.csv)" if declared.keys() & DEFAULTS.keys() else "bench's defaults"
+    print(f"baseline {baseline}; {given} (default: {source})")
+    print(format_rejudged(result, chosen["measure"]))
     print()
-    print(result.method)
+    print(textwrap.fill(result.method, 100))
     return 0
 
 
-def _baseline_beside(curves) -> str | None:
-    """The row summary.csv beside the curves calls the baseline, if there is one."""
+def _declared_beside(curves) -> dict[str, str]:
+    """What summary.csv beside the curves says the suite judged with: its baseline, and (reports since
+    bench judge) its measure, design and margin."""
     import pandas as pd
 
     summary = curves.parent / "summary.csv"
     if not summary.is_file():
-        return None
+        return {}
     table = pd.read_csv(summary)
+    out = {}
     label = next((c for c in ("variant_row", "label") if c in table), None)  # the report's name, the summary's
     for column in ("verdict_kind", "verdict"):
-        if label and column in table:
+        if label and column in table and "baseline" not in out:
             found = table.loc[table[column] == "baseline", label]
             if len(found):
-                return str(found.iloc[0])
-    return None
+                out["baseline"] = str(found.iloc[0])
+    for key in DEFAULTS:
+        if key in table and table[key].notna().any():
+            out[key] = table[key].dropna().iloc[0]
+    return out

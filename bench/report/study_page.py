@@ -114,7 +114,7 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
     candidates = {c["label"]: c for c in record["candidates"]}
     versus = record.get("versus_winner")
     if versus is None and record.get("winner"):  # a confirmation from before bench recorded them: judged here
-        measure, paired = (suite.measure, suite.design == "paired") if suite else ("val_acc", False)
+        measure, paired = summary.attrs.get("measure", "val_acc"), summary.attrs.get("design") == "paired"
         values = {label: per_seed(outcomes, label, measure) for label in summary.index if label in candidates}
         versus = against_baseline(values, record["winner"], margin=margin, pair=paired).set_index("label")["verdict"]
     versus = versus if versus is not None else {}

@@ -253,5 +253,9 @@ def _long(curves: pd.DataFrame) -> pd.DataFrame:
 def _table(summary: pd.DataFrame) -> pd.DataFrame:
     """summary.csv: one row per variant, plain numbers a spreadsheet can read."""
     table = summary.rename(columns={"label": "variant_row"})
+    # What the verdicts compared and how, so `bench judge` on this folder judges as the suite did by default.
+    for key in ("measure", "design", "margin"):
+        if key in summary.attrs:
+            table[key] = summary.attrs[key]
     first = ["variant_row", "variant", "n_seeds", "seeds"]
     return table[first + [c for c in table.columns if c not in first]]
