@@ -350,7 +350,7 @@ def test_the_study_report_states_the_confirmations_method_and_its_own_verdicts_a
     # not the Welch test on val after the last step.
     assert "Verdicts: mean val accuracy over the last" in page and "paired t-test over the seeds both ran" in page
     assert "Welch" not in page
-    assert "The verdicts' measure: mean val accuracy over the last k epochs" in page
+    assert "The verdicts' measure: mean val accuracy over the last 5 epochs" in page
     summary = result.summary.set_index("label")
     for candidate in result.candidates:  # each interval at the level that decided it, and saying so
         assert f"at {summary.loc[candidate.label, 'baseline_ci_level'] * 100:.1f} % {summary.loc[candidate.label, 'verdict']}" \

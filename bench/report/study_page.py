@@ -148,7 +148,8 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
         "parent_url": link(confirm_id), "parent_id": confirm_id,
         "labels": dict(zip(children["run_id"], children[f"tags.{tracking.TAG_LABEL}"])) if len(children) else {},
         "method_note": method,
-        "measure": MEASURES.get(summary.attrs.get("measure", "val_acc"), "val accuracy"),
+        "measure": MEASURES.get(summary.attrs.get("measure", "val_acc"), "val accuracy").replace(
+            "last k", f"last {summary.attrs['last_k']}" if "last_k" in summary.attrs else "last k"),
     }
 
 
