@@ -29,13 +29,15 @@ For every row, over its seeds' val accuracies against the reference's:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import integrate, stats
 from statsmodels.stats.power import TTestIndPower, TTestPower
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from .kinds import BASELINE, BETTER, EQUIVALENT, IDENTICAL, UNDECIDED, UNJUDGED, WORSE
 from .sequential import Look
@@ -205,18 +207,53 @@ def seeds_needed(diff: float, sd_row: float, sd_base: float, margin: float, alph
     if not sd > 0:
         return None
     power, needed = (TTestPower() if paired else TTestIndPower()), []
-    try:
-        if abs(diff) > 0:
-            needed.append(power.solve_power(effect_size=abs(diff) / sd, alpha=alpha, power=POWER))
-        if abs(diff) < margin:  # each one-sided test at sqrt(POWER): TOST then decides with at least POWER
-            needed.append(power.solve_power(effect_size=(margin - abs(diff)) / sd, alpha=alpha,
-                                            power=math.sqrt(POWER), alternative="larger"))
-    except (ValueError, RuntimeError):  # no solution in statsmodels' bracket: an effect too small to find
-        pass
-    needed = [n for n in needed if np.isfinite(n)]
-    if not needed or min(needed) > MAX_SEEDS_SHOWN:
+    if abs(diff) > 0:
+        needed.append(_seeds_for(power, abs(diff) / sd, alpha, POWER, "two-sided"))
+    if abs(diff) < margin:  # each one-sided test at sqrt(POWER): TOST then decides with at least POWER
+        needed.append(_seeds_for(power, (margin - abs(diff)) / sd, alpha, math.sqrt(POWER), "larger"))
+    needed = [n for n in needed if n is not None]
+    return min(needed) if needed else None
+
+
+def _t_power(effect: float, n: float, alpha: float, alternative: str, two_samples: bool) -> float:
+    """The t-test's power by integrating over the chi-square of its variance estimate: what statsmodels
+    computes with the noncentral t, whose distribution function scipy returns as NaN for the very large
+    noncentralities of large differences at few seeds."""
+    df = 2 * n - 2 if two_samples else n - 1
+    nc = effect * math.sqrt(n / 2 if two_samples else n)
+    crit = stats.t.ppf(1 - alpha / (2 if alternative == "two-sided" else 1), df)
+
+    def beyond(v: float) -> float:
+        scale = crit * math.sqrt(v / df)
+        lower = stats.norm.cdf(-nc - scale) if alternative == "two-sided" else 0.0
+        return (stats.norm.sf(scale - nc) + lower) * stats.chi2.pdf(v, df)
+
+    return float(integrate.quad(beyond, 0, np.inf)[0])
+
+
+def _seeds_for(power: TTestPower | TTestIndPower, effect: float, alpha: float, target: float,
+               alternative: str) -> int | None:
+    """The fewest seeds (2 or more) with ``target`` power, or None beyond ``MAX_SEEDS_SHOWN``. The
+    bracket is checked first: statsmodels' solver finds no root when 2 seeds already have the power (a
+    large difference) or 200 do not, and says so only in a ConvergenceWarning."""
+    def power_at(n: float) -> float:
+        value = float(power.power(effect, n, alpha, alternative=alternative))
+        return value if np.isfinite(value) else _t_power(effect, n, alpha, alternative,
+                                                         two_samples=isinstance(power, TTestIndPower))
+
+    if power_at(2) >= target:
+        return 2
+    if power_at(MAX_SEEDS_SHOWN) < target:
         return None
-    return max(2, math.ceil(min(needed)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        try:
+            n = power.solve_power(effect_size=effect, alpha=alpha, power=target, alternative=alternative)
+        except (ValueError, RuntimeError):
+            n = math.nan
+    if not np.isfinite(n):  # inside the bracket, yet no root: count up (power rises with n)
+        return next(k for k in range(3, MAX_SEEDS_SHOWN + 1) if power_at(k) >= target)
+    return max(2, math.ceil(float(n) - 1e-9))
 
 
 def verdict_text(kind: str, n: int, margin: float, needed: int | None, unit: str = "pt") -> str:

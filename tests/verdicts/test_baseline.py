@@ -201,3 +201,38 @@ def test_an_interval_inside_the_band_means_equivalent_and_one_clear_of_zero_bett
     assert table.loc["noisy", "kind"] == "undecided" and table.loc["noisy", "ci_low"] < 0 < table.loc["noisy", "ci_high"]
     for label in rows:  # the level: what the step-down used for the row, never looser than 95 %
         assert 0.95 <= table.loc[label, "ci_level"] < 1
+
+
+def test_a_large_difference_needs_few_seeds_not_more_than_can_be_shown():
+    """statsmodels' solver finds no root when even 2 seeds give the power (its bracket starts above
+    that): the answer is the fewest seeds, not "> 200", and no ConvergenceWarning reaches the user."""
+    import warnings
+
+    from bench.verdicts import seeds_needed
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        needed = seeds_needed(0.0257, 0.00245, 0.0252, 0.01, 0.025, paired=True)
+        tiny = seeds_needed(1e-5, 0.05, 0.05, 0.01, 0.05 / 14)
+        welch = seeds_needed(0.05, 0.001, 0.001, 0.01, 0.05)
+    # 10.5 spreads apart, at level 0.025: 2 seeds (one degree of freedom) have power 0.44, 3 have 0.9997.
+    assert needed == 3 and welch == 2
+    assert tiny is None  # a difference of 0.001 pt at a 5-pt spread: beyond what is shown
+    assert not [w for w in caught if "converge" in str(w.message).lower()]
+    # In between, the solver's answer: the smallest n with the power, checked against statsmodels' power.
+    from statsmodels.stats.power import TTestPower
+
+    n = seeds_needed(0.012, 0.01, 0.0, 0.01, 0.05, paired=True)  # beyond the margin: the difference test alone
+    assert TTestPower().power(1.2, n, 0.05) >= 0.8 > TTestPower().power(1.2, n - 1, 0.05)
+
+
+@pytest.mark.parametrize("effect, n, alpha, alternative, two_samples", [
+    (1.2, 5, 0.05, "two-sided", False), (0.8, 10, 0.05, "two-sided", True), (1.5, 3, 0.01, "two-sided", True),
+    (0.8, 6, 0.05, "larger", False), (0.5, 20, 0.003, "larger", True)])
+def test_the_power_fallback_is_statsmodels_power_where_that_is_finite(effect, n, alpha, alternative, two_samples):
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+
+    from bench.verdicts.baseline import _t_power
+
+    expected = (TTestIndPower() if two_samples else TTestPower()).power(effect, n, alpha, alternative=alternative)
+    assert _t_power(effect, n, alpha, alternative, two_samples) == pytest.approx(expected, abs=1e-7)
