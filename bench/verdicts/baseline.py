@@ -228,7 +228,9 @@ def _t_power(effect: float, n: float, alpha: float, alternative: str, two_sample
         lower = stats.norm.cdf(-nc - scale) if alternative == "two-sided" else 0.0
         return (stats.norm.sf(scale - nc) + lower) * stats.chi2.pdf(v, df)
 
-    return float(integrate.quad(beyond, 0, np.inf)[0])
+    # Over where the chi-square's mass is (quad over [0, inf) misses it at many degrees of freedom).
+    low, high = stats.chi2.ppf(1e-12, df), stats.chi2.isf(1e-12, df)
+    return float(integrate.quad(beyond, low, high, points=[df], limit=200)[0])
 
 
 def _seeds_for(power: TTestPower | TTestIndPower, effect: float, alpha: float, target: float,

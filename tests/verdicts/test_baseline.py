@@ -217,6 +217,14 @@ def test_a_large_difference_needs_few_seeds_not_more_than_can_be_shown():
         welch = seeds_needed(0.05, 0.001, 0.001, 0.01, 0.05)
     # 10.5 spreads apart, at level 0.025: 2 seeds (one degree of freedom) have power 0.44, 3 have 0.9997.
     assert needed == 3 and welch == 2
+    # A row 2 pt worse at spreads of 1.9 and 0.6 pt, Welch at 0.05 / 7: statsmodels' power is NaN at 200 seeds
+    # here, which must not read as "> 200": the fewest seeds with the power, by the integrated power.
+    from bench.verdicts.baseline import _t_power
+
+    n = seeds_needed(-0.02, 0.0192, 0.0064, 0.01, 0.05 / 7)
+    effect = 0.02 / ((0.0192**2 + 0.0064**2) / 2) ** 0.5
+    assert n is not None
+    assert _t_power(effect, n, 0.05 / 7, "two-sided", True) >= 0.8 > _t_power(effect, n - 1, 0.05 / 7, "two-sided", True)
     assert tiny is None  # a difference of 0.001 pt at a 5-pt spread: beyond what is shown
     assert not [w for w in caught if "converge" in str(w.message).lower()]
     # In between, the solver's answer: the smallest n with the power, checked against statsmodels' power.
@@ -228,7 +236,8 @@ def test_a_large_difference_needs_few_seeds_not_more_than_can_be_shown():
 
 @pytest.mark.parametrize("effect, n, alpha, alternative, two_samples", [
     (1.2, 5, 0.05, "two-sided", False), (0.8, 10, 0.05, "two-sided", True), (1.5, 3, 0.01, "two-sided", True),
-    (0.8, 6, 0.05, "larger", False), (0.5, 20, 0.003, "larger", True)])
+    (0.8, 6, 0.05, "larger", False), (0.5, 20, 0.003, "larger", True), (0.3, 150, 0.007, "two-sided", False),
+    (0.3, 150, 0.007, "two-sided", True)])
 def test_the_power_fallback_is_statsmodels_power_where_that_is_finite(effect, n, alpha, alternative, two_samples):
     from statsmodels.stats.power import TTestIndPower, TTestPower
 
