@@ -80,7 +80,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
     auto = _auto_seeds(args)
     seeds = None if auto else args.seeds
     try:
-        suite = load_suite(args.file)
+        suite = load_suite(args.file).at_profile(args.profile)
         # Every run checked before any starts (with auto: every seed a round may add).
         plan = suite.plan(args.profile, list(range(auto.max_seeds)) if auto else seeds, overrides, rows=rows)
     except SuiteError as exc:

@@ -26,8 +26,8 @@ from .pages import Report, RunLinks, data_uri, definition, environment, is_missi
 def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> Report:
     parent_id = parent.info.run_id
     definition_name, definition_text = definition(parent_id)
-    suite = _parse_definition(definition_name, definition_text)
     tags = parent.data.tags
+    suite = _parse_definition(definition_name, definition_text, tags.get(tracking.TAG_PROFILE, ""))
     margin = float(tags.get(TAG_MARGIN) or (suite.margin if suite else DEFAULT_MARGIN))
     looks = looks_of(tags)
     outcomes = pair_outcomes(children)
@@ -212,12 +212,14 @@ def _model_notes(finished: pd.DataFrame) -> list[tuple[str, str]]:
     return notes
 
 
-def _parse_definition(name: str, text: str) -> Suite | None:
-    """The suite as logged with its parent run (rows, baseline, sources); None if absent or unreadable."""
+def _parse_definition(name: str, text: str, profile: str) -> Suite | None:
+    """The suite as logged with its parent run (rows, baseline, sources), as ``profile`` judges it; None
+    if absent or unreadable."""
     if not text:
         return None
     try:
-        return parse_suite(text, name, check_variants=False)
+        suite = parse_suite(text, name, check_variants=False)
+        return suite.at_profile(profile) if profile in suite.profiles else suite
     except SuiteError:  # written for another bench version: report what the runs say, without references
         return None
 

@@ -143,17 +143,19 @@ def resolve(target: str) -> Side:
     wanted = {(label, seed) for label, seeds in planned.items() for seed in seeds}
     keep = [(label, int(seed)) in wanted for label, seed in zip(outcomes[label_tag], outcomes["seed"])]
     outcomes = outcomes.loc[pd.Series(keep, index=outcomes.index, dtype=bool)]
-    suite = _suite_of(run.info.run_id)
+    suite = _suite_of(run.info.run_id, tags.get(tracking.TAG_PROFILE, ""))
     margin = float(tags.get(TAG_MARGIN) or (suite.margin if suite else DEFAULT_MARGIN))
     return Side(run.info.run_id, tags.get(tracking.TAG_SUITE, "?"), tags.get(tracking.TAG_PROFILE, "?"), outcomes,
                 planned, suite, margin, tags.get(tracking.TAG_DATASET, ""), tags.get(TAG_DESIGN, ""))
 
 
-def _suite_of(parent_id: str) -> Suite | None:
+def _suite_of(parent_id: str, profile: str) -> Suite | None:
+    """The suite as logged with the parent run, as ``profile`` judged it."""
     for artifact in tracking.list_artifacts(parent_id):
         if artifact.endswith(".toml"):
             try:
-                return parse_suite(tracking.read_artifact_text(parent_id, artifact), artifact, check_variants=False)
+                suite = parse_suite(tracking.read_artifact_text(parent_id, artifact), artifact, check_variants=False)
+                return suite.at_profile(profile) if profile in suite.profiles else suite
             except SuiteError:
                 return None
     return None

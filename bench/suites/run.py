@@ -80,6 +80,7 @@ def run_suite(
     trained in this process (tests use them).
     """
     started = pd.Timestamp.now(tz="UTC")
+    suite = suite.at_profile(profile)
     labels = [r.label for r in suite.rows if not rows or r.label in rows]
     margin = suite.margin if margin is None else margin
     rounds = Rounds(suite, profile, labels, seeds, auto, margin)

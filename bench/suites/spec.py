@@ -38,6 +38,8 @@ DEFAULT_MEASURE = "val_acc_last_k"
 # unpaired: Welch's test of the two groups of seeds.
 DESIGNS = ("paired", "unpaired")
 DEFAULT_DESIGN = "paired"
+# Profile keys that describe the profile or its verdicts, not a run's training.
+PROFILE_ONLY = ("description", "seeds", "measure", "design")
 
 
 class SuiteError(SpecError):
@@ -97,6 +99,10 @@ class Reference(MeasuredUnder):
 class Profile(Training):
     description: str | None = None
     seeds: list | None = None
+    # What a verdict compares, where a profile's runs call for another measure than the suite's: a
+    # 100-epoch run smooths best with the weights' moving average, a 4-epoch one has little to average.
+    measure: str | None = None
+    design: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +156,13 @@ class Suite:
     target: float | None = None
     target_margin: float = 1.0
 
+    def at_profile(self, profile: str) -> "Suite":
+        """This suite as ``profile`` judges it: the profile's measure and design where it declares them."""
+        if profile not in self.profiles:
+            raise SuiteError(f"{self.path}: unknown profile {profile!r}; accepted: {', '.join(self.profiles)}")
+        declared_here = {k: self.profiles[profile][k] for k in ("measure", "design") if k in self.profiles[profile]}
+        return dataclasses.replace(self, **declared_here)
+
     def measures_in_train_mode(self, row: Row) -> bool:
         """Whether a source of ``row`` measured with the model in train mode, so its runs must too."""
         return any(declared(numbers, self.sources[name]).get("protocol") == "train-mode"
@@ -185,7 +198,7 @@ class Suite:
             for layer in (self.defaults, chosen, row.settings, row.profiles.get(profile, {}), overrides or {}):
                 layer = dict(layer)
                 knobs.update(layer.pop("knobs", {}))
-                settings.update({k: v for k, v in layer.items() if k not in ("description", "seeds")})
+                settings.update({k: v for k, v in layer.items() if k not in PROFILE_ONLY})
             if self.measures_in_train_mode(row):
                 settings["train_mode_eval"] = True
             for seed in (seeds_by_row.get(row.label, ()) if seeds_by_row is not None else seeds):
@@ -261,9 +274,12 @@ def _parse(text: str, path: Path, check_variants: bool) -> Suite:
         raise SuiteError(f"{where.line(['suite', 'target_margin'])}: target_margin is a number of epochs > 0; "
                          f"got {head.target_margin!r}")
     for key, accepted in (("measure", MEASURES), ("design", DESIGNS)):
-        if getattr(head, key) is not None and getattr(head, key) not in accepted:
-            raise SuiteError(f"{where.line(['suite', key])}: {key} {getattr(head, key)!r} is not accepted; accepted: "
-                             f"{', '.join(accepted)}")
+        declared_at = [(["suite", key], getattr(head, key))]
+        declared_at += [(["profiles", name, key], profile[key]) for name, profile in profiles.items() if key in profile]
+        for key_path, value in declared_at:
+            if value is not None and value not in accepted:
+                raise SuiteError(f"{where.line(key_path)}: {key} {value!r} is not accepted; accepted: "
+                                 f"{', '.join(accepted)}")
     suite = Suite(
         name=head.name, description=head.description, dataset=head.dataset, seeds=seeds,
         experiment=head.experiment or head.name, defaults=defaults, profiles=profiles, rows=tuple(rows), path=path,
@@ -275,8 +291,9 @@ def _parse(text: str, path: Path, check_variants: bool) -> Suite:
     if check_variants:
         for profile in profiles:  # every combination must resolve, so nothing fails mid-suite
             plan = suite.plan(profile, seeds=seeds[:1])
-            if suite.measure == "val_acc_ema" and any(config.ema_decay == 0 for _, config in plan):
-                raise SuiteError(f"{where.line(['suite', 'measure'])}: measure 'val_acc_ema' needs the moving average, "
+            if suite.at_profile(profile).measure == "val_acc_ema" and any(config.ema_decay == 0 for _, config in plan):
+                key_path = ["profiles", profile, "measure"] if "measure" in profiles[profile] else ["suite", "measure"]
+                raise SuiteError(f"{where.line(key_path)}: measure 'val_acc_ema' needs the moving average, "
                                  f"but profile {profile!r} sets ema_decay = 0; accepted: ema_decay in (0, 1)")
     return suite
 
