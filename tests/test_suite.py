@@ -79,6 +79,64 @@ def test_chapter8_suite_is_the_books_table():
     assert quick["net-res-deep"].knobs["depth"] == 10
 
 
+def test_the_chapters_full_profile_judges_the_moving_average_and_quick_the_last_k_mean():
+    suite = load_suite(REPO / "studies" / "cifar2_chapter8.toml")
+    assert suite.at_profile("full").measure == "val_acc_ema" and suite.at_profile("quick").measure == "val_acc_last_k"
+    assert all(c.ema_decay > 0 for _, c in suite.plan("full"))
+
+
+PROFILE_MEASURE = TINY.replace("[profiles.quick]\nepochs = 1\n",
+                               '[profiles.quick]\nepochs = 1\nmeasure = "val_acc"\ndesign = "unpaired"\n')
+
+
+def test_a_profiles_measure_and_design_win_over_the_suites_and_are_not_training_settings(tmp_path):
+    text = PROFILE_MEASURE.replace('seeds = [0, 1]', 'seeds = [0, 1]\nmeasure = "val_acc_ema"')
+    suite = load_suite(write_suite(tmp_path, "profile-measure", text))
+    assert (suite.measure, suite.design) == ("val_acc_ema", "paired")
+    quick, full = suite.at_profile("quick"), suite.at_profile("full")
+    assert (quick.measure, quick.design) == ("val_acc", "unpaired")
+    assert (full.measure, full.design) == ("val_acc_ema", "paired")
+    assert [c.epochs for _, c in suite.plan("quick")] == [1, 1, 1, 1]  # measure is no TrainConfig field
+    with pytest.raises(SuiteError, match="unknown profile 'medium'; accepted: quick, full"):
+        suite.at_profile("medium")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (('measure = "val_acc"', 'measure = "test_acc"'),
+     r":12: measure 'test_acc' is not accepted; accepted: val_acc, val_acc_last_k, val_acc_ema"),
+    (('design = "unpaired"', 'design = "welch"'), r":13: design 'welch' is not accepted; accepted: paired, unpaired"),
+    (('measure = "val_acc"', 'measure = "val_acc_ema"\nema_decay = 0.0'),
+     r":12: measure 'val_acc_ema' needs the moving average, but profile 'quick' sets ema_decay = 0"),
+])
+def test_a_bad_profile_measure_or_design_names_its_line(tmp_path, edit, message):
+    text = PROFILE_MEASURE.replace(*edit)
+    assert text != PROFILE_MEASURE
+    with pytest.raises(SuiteError, match=message):
+        load_suite(write_suite(tmp_path, "bad-profile-measure", text))
+
+
+def test_a_profiles_measure_is_what_its_run_judges_records_and_reports(tmp_path):
+    from bench.report import build_report
+    from bench.suites.diff import resolve
+
+    text = PROFILE_MEASURE.replace('seeds = [0, 1]', 'seeds = [0, 1]\nbaseline = "softmax"')
+    suite = load_suite(write_suite(tmp_path, "profile-measure-run", text))
+    assert suite.measure == "val_acc_last_k"  # the suite's default; quick judges val_acc
+    outcome = run_suite(suite, "quick", log_models=False, progress=False, echo=lambda _: None)
+    assert (outcome.summary.attrs["measure"], outcome.summary.attrs["design"]) == ("val_acc", "unpaired")
+    tags = MlflowClient().get_run(outcome.parent_run_id).data.tags
+    assert "; measure val_acc; unpaired;" in tags["bench.seeds_design"]
+    lenet = outcome.summary.set_index("label").loc["lenet-narrow"]
+    assert lenet["test"] == "Welch"
+    # Read back from the parent run: the report and bench diff judge as the run did.
+    built = build_report(outcome.parent_run_id, tmp_path / "out", log=False)
+    written = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("variant_row")
+    assert set(written["measure"].dropna()) == {"val_acc"} and set(written["design"].dropna()) == {"unpaired"}
+    assert built.summary.set_index("label").loc["lenet-narrow", "measure_mean"] == pytest.approx(lenet["measure_mean"])
+    side = resolve(outcome.parent_run_id)
+    assert (side.suite.measure, side.suite.design) == ("val_acc", "unpaired")
+
+
 def test_layers_override_in_order(tmp_path):
     suite = load_suite(write_suite(tmp_path, "layers"))
     plan = suite.plan("full", seeds=[3], overrides={"epochs": 7, "device": "cpu"})
