@@ -28,6 +28,9 @@ def add_parsers(sub) -> None:
     g.add_argument("--max-seeds", type=or_default(int), default=AutoSeeds.max_seeds,
                    help=f"--seeds auto: at most this many seeds per row (default {AutoSeeds.max_seeds}; rounds start "
                         f"with {AutoSeeds.start} and add {AutoSeeds.step})")
+    g.add_argument("--first-seed", type=int, default=0, metavar="N",
+                   help="--seeds auto: every row's seeds are N, N+1, ... (default 0); a fresh N judges a design chosen "
+                        "on seeds 0.. on seeds it never saw")
     g.add_argument("--spending", choices=SPENDING, default=DEFAULT_SPENDING,
                    help="--seeds auto: how the 5%% error rate is spent over its looks, fixed before the first: obf "
                         "(O'Brien-Fleming type, the default: almost nothing at early looks, nearly all at the last), "
@@ -82,7 +85,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
     try:
         suite = load_suite(args.file).at_profile(args.profile)
         # Every run checked before any starts (with auto: every seed a round may add).
-        plan = suite.plan(args.profile, list(range(auto.max_seeds)) if auto else seeds, overrides, rows=rows)
+        plan = suite.plan(args.profile, auto.seed_list(auto.max_seeds) if auto else seeds, overrides, rows=rows)
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
     if auto and suite.baseline is None:
@@ -127,10 +130,13 @@ def cmd_suite(args: argparse.Namespace) -> int:
 def _auto_seeds(args: argparse.Namespace) -> AutoSeeds | None:
     max_seeds = AutoSeeds.max_seeds if args.max_seeds is None else args.max_seeds
     if args.seeds != "auto":
-        if args.budget is not None or max_seeds != AutoSeeds.max_seeds or args.spending != DEFAULT_SPENDING:
-            raise UsageError("--max-seeds, --budget and --spending belong to --seeds auto")
+        if (args.budget is not None or max_seeds != AutoSeeds.max_seeds or args.spending != DEFAULT_SPENDING
+                or args.first_seed != 0):
+            raise UsageError("--max-seeds, --first-seed, --budget and --spending belong to --seeds auto")
         return None
+    if args.first_seed < 0:
+        raise UsageError(f"--first-seed {args.first_seed} is not accepted; accepted: an integer >= 0")
     try:
-        return AutoSeeds(max_seeds=max_seeds, budget_s=args.budget, spending=args.spending)
+        return AutoSeeds(max_seeds=max_seeds, budget_s=args.budget, spending=args.spending, first_seed=args.first_seed)
     except ValueError as exc:
         raise UsageError(f"--max-seeds {args.max_seeds}: {exc}") from None

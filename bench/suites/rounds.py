@@ -105,13 +105,13 @@ class Rounds:
 
     def first(self) -> dict[str, list[int]]:
         if self.auto:
-            return {label: list(range(self.auto.start)) for label in self.labels}
+            return {label: self.auto.seed_list(self.auto.start) for label in self.labels}
         return {label: list(self.seeds or ()) for label in self.labels}
 
     def every_seed(self) -> dict[str, list[int]]:
         """Every seed any round may give a row (what a worker must be able to train)."""
         if self.auto:
-            return {label: list(range(self.auto.max_seeds)) for label in self.labels}
+            return {label: self.auto.seed_list(self.auto.max_seeds) for label in self.labels}
         return self.first()
 
     def pairs(self) -> set[tuple[str, int]]:
@@ -210,7 +210,7 @@ class Rounds:
                 self.stop_reason = (f"budget: {elapsed / 60:.1f} min spent, the next round would take about "
                                     f"{needed / 60:.1f} min more of {self.auto.budget_s / 60:.1f}")
                 return None
-        following = {label: list(range(n)) for label, n in grow.items()}
+        following = {label: self.auto.seed_list(n) for label, n in grow.items()}
         self.round_seeds = {**self.round_seeds, **following}
         self.round_judged = False
         return following

@@ -59,12 +59,17 @@ class AutoSeeds:
     max_seeds: int = 10  # per row, the baseline included
     budget_s: float | None = None  # wall-clock seconds for the whole suite (None: no limit)
     spending: str = DEFAULT_SPENDING  # how alpha is spread over the looks (SPENDING)
+    # The first seed of every row; a row with n seeds has first_seed .. first_seed + n - 1. Not 0 where
+    # the design (a measure, a margin) was chosen on seeds 0.. and must be judged on seeds it never saw.
+    first_seed: int = 0
 
     def __post_init__(self) -> None:
         if not 2 <= self.start <= self.max_seeds:
             raise ValueError(f"--seeds auto needs 2 <= start ({self.start}) <= max seeds ({self.max_seeds})")
         if self.step < 1:
             raise ValueError(f"--seeds auto needs a step >= 1, got {self.step}")
+        if self.first_seed < 0:
+            raise ValueError(f"--seeds auto needs a first seed >= 0, got {self.first_seed}")
         if self.spending not in SPENDING:
             raise ValueError(f"spending {self.spending!r} is not accepted; accepted: {', '.join(SPENDING)}")
 
@@ -76,7 +81,12 @@ class AutoSeeds:
     @property
     def schedule(self) -> str:
         """``auto start=3 step=2 max=10 spending obf``: what a parent run records, and a resume must match."""
-        return f"auto start={self.start} step={self.step} max={self.max_seeds} spending {self.spending}"
+        first = f" from seed {self.first_seed}" if self.first_seed else ""
+        return f"auto start={self.start} step={self.step} max={self.max_seeds}{first} spending {self.spending}"
+
+    def seed_list(self, n: int) -> list[int]:
+        """A row's seeds when it has ``n``: the same for every row, so rows pair seed by seed."""
+        return list(range(self.first_seed, self.first_seed + n))
 
     def seeds_at_look(self, look: int) -> int:
         """Seeds a row still undecided has at look ``look`` (1-based) of the schedule."""
