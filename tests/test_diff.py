@@ -125,3 +125,28 @@ def test_suites_are_named_by_their_latest_parents_and_bad_names_are_usage_errors
         with pytest.raises(SystemExit) as exit_:
             main(["diff", *argv, "--no-report"])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_changed_measure_or_design_is_another_plan():
+    """Two runs judged on different measures are not a step in the code: `bench diff` asks for
+    --allow-other-plans and `bench history` does not compare them."""
+    import pandas as pd
+
+    from bench.suites import parse_suite
+    from bench.suites.diff import Side, plan_differences
+
+    text = ('[suite]\nname = "m"\ndataset = "mnist"\nmeasure = "val_acc"\n[profiles.quick]\nepochs = 1\n'
+            '[profiles.full]\nepochs = 2\nmeasure = "val_acc_ema"\n[[variants]]\nvariant = "softmax"\n')
+    suite = parse_suite(text, "m.toml", check_variants=False)
+
+    def side(profile: str, **changed) -> Side:
+        import dataclasses
+
+        judged = dataclasses.replace(suite.at_profile(profile), **changed)
+        pairs = pd.DataFrame({"tags.bench.label": [], "pair_state": [], "seed": []})
+        return Side("0" * 32, "m", profile, pairs, {"softmax": [0, 1]}, judged, 0.01, "mnist")
+
+    assert plan_differences(side("quick"), side("quick")) == []
+    assert plan_differences(side("quick"), side("quick", design="unpaired")) == [
+        "measure: A val_acc, paired, B val_acc, unpaired"]
+    assert "measure: A val_acc, paired, B val_acc_ema, paired" in plan_differences(side("quick"), side("full"))

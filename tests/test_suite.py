@@ -436,3 +436,9 @@ def test_the_method_note_says_when_a_rows_last_k_mean_covers_all_its_epochs():
              "end_time": pd.Timestamp(1)} for label, epochs in (("lenet", 9), ("softmax", 2)) for seed in range(3)]
     note = method_text(summarize(pd.DataFrame(rows), suite))
     assert "mean val accuracy over the last 5 epochs (all epochs of the rows that ran fewer: softmax 2)" in note
+
+
+def test_at_profile_resolves_from_the_suite_table_whatever_profile_came_before(tmp_path):
+    suite = load_suite(write_suite(tmp_path, "twice", PROFILE_MEASURE))
+    assert suite.at_profile("quick").at_profile("full").measure == "val_acc_last_k"
+    assert suite.at_profile("full").at_profile("quick").at_profile("full").design == "paired"

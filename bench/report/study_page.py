@@ -102,10 +102,13 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
     confirm_id = record["confirmation_run_id"]
     children = tracking.child_runs(confirm_id)
     name, text = definition(confirm_id)
+    confirm_tags = tracking.get_run(confirm_id).data.tags
     suite = parse_suite(text, name, check_variants=False) if text else None
+    profile = confirm_tags.get(tracking.TAG_PROFILE, "")
+    if suite is not None and profile in suite.profiles:
+        suite = suite.at_profile(profile)
     margin = float(record.get("margin", 0.01))
     outcomes = pair_outcomes(children)
-    confirm_tags = tracking.get_run(confirm_id).data.tags
     # Judged as the confirmation judged it: its planned seeds, its look, the rows it decided.
     summary = summarize(outcomes, suite, margin=margin, look=look_of(confirm_tags), planned=planned_of(confirm_tags),
                         decided=decisions_of(confirm_id))

@@ -167,7 +167,7 @@ def write_suite(spec: StudySpec, chosen: list[Candidate], seeds: list[int], fold
     path.write_text(f"# Written by bench search from study {spec.name}: the confirmation of its winner.\n"
                     f"# val_fold {fold} of split_seed {split}, not the trials' fold {spec.val_fold}: val images "
                     "disjoint from those the trials were selected on.\n" + tomli_w.dumps(document))
-    return load_suite(path)
+    return load_suite(path).at_profile(PROFILE)
 
 
 def _settings(config, split_seed: int, val_fold: int) -> dict[str, Any]:

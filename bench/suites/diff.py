@@ -168,6 +168,10 @@ def plan_differences(a: Side, b: Side) -> list[str]:
         differ.append(f"profile: A {a.profile}, B {b.profile}")
     if a.dataset != b.dataset:
         differ.append(f"data set: A {a.dataset}, B {b.dataset}")
+    if a.suite is not None and b.suite is not None:
+        judged_a, judged_b = (f"{side.suite.measure}, {side.suite.design}" for side in (a, b))
+        if judged_a != judged_b:  # what a verdict compares is part of the plan, as a resume holds it
+            differ.append(f"measure: A {judged_a}, B {judged_b}")
     for label in [label for label in a.labels if label in b.planned]:
         sa, sb = a.settings(label), b.settings(label)
         if sa and sb:

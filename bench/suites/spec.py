@@ -155,13 +155,16 @@ class Suite:
     design: str = DEFAULT_DESIGN
     target: float | None = None
     target_margin: float = 1.0
+    declared: Mapping[str, str] = dataclasses.field(default_factory=dict)  # [suite] measure and design as written
 
     def at_profile(self, profile: str) -> "Suite":
-        """This suite as ``profile`` judges it: the profile's measure and design where it declares them."""
+        """This suite as ``profile`` judges it: the profile's measure and design where it declares them,
+        else the [suite] table's."""
         if profile not in self.profiles:
             raise SuiteError(f"{self.path}: unknown profile {profile!r}; accepted: {', '.join(self.profiles)}")
-        declared_here = {k: self.profiles[profile][k] for k in ("measure", "design") if k in self.profiles[profile]}
-        return dataclasses.replace(self, **declared_here)
+        declared = self.declared or {"measure": self.measure, "design": self.design}
+        return dataclasses.replace(self, declared=declared, **{key: self.profiles[profile].get(key, value)
+                                                               for key, value in declared.items()})
 
     def measures_in_train_mode(self, row: Row) -> bool:
         """Whether a source of ``row`` measured with the model in train mode, so its runs must too."""
