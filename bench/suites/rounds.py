@@ -152,7 +152,8 @@ class Rounds:
                     f"--resume: parent run {parent_id} was planned as '{recorded}' and has taken {taken} look(s) "
                     f"at its verdicts; this command asks for '{self.design}'. Looking again under another plan "
                     "would spend alpha the first plan did not set aside: resume with the same --seeds, --max-seeds, "
-                    "--spending, --margin and --rows (and the suite file's baseline, measure, design and target), "
+                    "--first-seed, --spending, --margin and --rows (and the suite file's baseline, measure, design "
+                    "and target), "
                     "or leave out "
                     "--resume to start a new parent run (--seeds auto adds seeds where they matter within one plan)."
                 )
