@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import textwrap
 
 import mlflow
@@ -23,7 +22,7 @@ from bench.cli import main
 from tests.file_variant import broken, healthy, run_with, worse
 from bench.suites import verdict_data
 from bench.suites.diff import plan_differences, resolve
-from bench.suites.history import format_history, history, machine_of, mean_interval
+from bench.suites.history import history, machine_of, mean_interval
 from bench.suites.parent import decisions_of
 
 SUITE = """\

@@ -334,3 +334,16 @@ def test_a_row_whose_runs_failed_is_listed_with_its_reason_in_the_table_csv_and_
     text = format_summary(failed.value.summary, margin=0.01)
     assert "mlp: 2 of 2 runs failed: seeds 0, 1: NonFiniteLossError" in " ".join(text.split())
     assert max(len(line) for line in text.splitlines()) <= 100, text
+
+
+@pytest.mark.parametrize("attrs, words", [
+    ({"measure": "val_acc_ema"}, "val accuracy of the moving average of the weights minus net's"),
+    ({"measure": "val_acc_last_k", "last_k": 5}, "mean val accuracy over the last 5 epochs minus net's"),
+    ({}, "val accuracy after the last epoch minus net's"),
+])
+def test_the_forest_plots_axis_names_the_measure_its_verdicts_judged(attrs, words):
+    from bench.report.charts import difference_label
+
+    summary = pd.DataFrame()
+    summary.attrs.update(attrs)
+    assert difference_label(summary, "net").startswith(words + ", points")

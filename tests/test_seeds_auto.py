@@ -112,6 +112,19 @@ def test_rounds_budget_failures_kills_and_resumes_keep_the_schedule(tmp_path):
     planned = json.loads(tags["bench.round_seeds"])
     assert planned["softmax"] == [0, 1, 2, 3, 4] and planned["flaky"] == [0, 1, 2]
     assert all(planned[label] == [0, 1, 2, 3, 4] for label in undecided)
+    # Its report, between looks, shows look 1's verdicts on the seeds look 1 judged (not "not judged:
+    # 2 of 5 runs did not finish") and says that a round is under way.
+    from bench.report import build_report
+    between = build_report(parent_id, tmp_path / "between", log=False)
+    shown = between.summary.set_index("label")
+    assert shown.loc["softmax", "runs"] == 3 and shown.loc[undecided[0], "runs"] == 3
+    assert shown.loc[undecided[0], "verdict"] == summary.loc[undecided[0], "verdict"]
+    assert shown.loc["flaky", "verdict"] == "not judged: 1 of 3 runs failed"
+    page = " ".join((tmp_path / "between" / "index.html").read_text().split())
+    assert "Round 2 is under way" in page and "verdicts of look 1" in page
+    assert "stopped: budget" not in page  # the budget stopped round 1's command, not this one
+    from bench.suites.diff import resolve
+    assert all(seeds == [0, 1, 2] for seeds in resolve(parent_id).planned.values())  # bench diff: look 1's seeds too
 
     # Resumed again: round 2 finishes (the killed pair continues; flaky's failed seed 1 belongs to a
     # judged round and stays failed), and look 2 is taken: the last one the schedule allows.

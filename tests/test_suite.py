@@ -115,7 +115,9 @@ def test_a_bad_profile_measure_or_design_names_its_line(tmp_path, edit, message)
         load_suite(write_suite(tmp_path, "bad-profile-measure", text))
 
 
-def test_a_profiles_measure_is_what_its_run_judges_records_and_reports(tmp_path):
+def test_a_profiles_measure_is_what_its_run_judges_records_and_reports(tmp_path, monkeypatch):
+    import matplotlib.axes
+
     from bench.report import build_report
     from bench.suites.diff import resolve
 
@@ -128,8 +130,12 @@ def test_a_profiles_measure_is_what_its_run_judges_records_and_reports(tmp_path)
     assert "; measure val_acc; unpaired;" in tags["bench.seeds_design"]
     lenet = outcome.summary.set_index("label").loc["lenet-narrow"]
     assert lenet["test"] == "Welch"
-    # Read back from the parent run: the report and bench diff judge as the run did.
+    # Read back from the parent run: the report and bench diff judge as the run did, and its forest
+    # plot's axis names that measure.
+    xlabels = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", lambda ax, text, *a, **k: xlabels.append(text))
     built = build_report(outcome.parent_run_id, tmp_path / "out", log=False)
+    assert any(x.startswith("val accuracy after the last epoch minus softmax's, points") for x in xlabels), xlabels
     written = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("variant_row")
     assert set(written["measure"].dropna()) == {"val_acc"} and set(written["design"].dropna()) == {"unpaired"}
     assert built.summary.set_index("label").loc["lenet-narrow", "measure_mean"] == pytest.approx(lenet["measure_mean"])

@@ -21,7 +21,7 @@ import seaborn as sns  # noqa: E402
 
 from .. import tracking  # noqa: E402
 from ..suites.spec import Suite  # noqa: E402
-from ..suites.summary import published_columns  # noqa: E402
+from ..suites.summary import measure_name, published_columns  # noqa: E402
 from ..verdicts import curve_metric  # noqa: E402
 from ..verdicts.kinds import BETTER, EQUIVALENT, IDENTICAL, UNDECIDED, UNJUDGED, WORSE  # noqa: E402
 
@@ -133,7 +133,7 @@ def curves_chart(histories: pd.DataFrame, summary: pd.DataFrame, suite: Suite | 
 
 def verdicts_chart(summary: pd.DataFrame, margin: float, path: Path, *, baseline: str | None = None,
                    title: str = "Verdicts against the baseline") -> Path:
-    """A forest plot of the verdicts: each row's val-accuracy difference from the baseline, in points,
+    """A forest plot of the verdicts: each row's difference from the baseline in the measure it was judged on, in points,
     with its interval at the level its verdict was decided at, the ±margin band shaded, coloured by verdict; where a source published
     both the row and the baseline, its difference is marked."""
     rows = summary[summary["verdict_kind"] != "baseline"].reset_index(drop=True)
@@ -174,14 +174,19 @@ def verdicts_chart(summary: pd.DataFrame, margin: float, path: Path, *, baseline
         if kind in set(rows.get("verdict_kind", [])):
             ax.plot([], [], "o-", color=color, label=kind)
     ax.set_yticks(y, [str(label) for label in rows["label"]])
-    ax.set_xlabel(f"val accuracy minus {baseline or 'the baseline'}'s, points (each interval at its verdict's level; "
-                  "an arrow: it goes on)")
+    ax.set_xlabel(difference_label(summary, baseline))
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=CHART_DPI)
     plt.close(fig)
     return path
+
+
+def difference_label(summary: pd.DataFrame, baseline: str | None) -> str:
+    """The forest plot's x axis: the measure the verdicts judged (``summarize``'s attrs), minus the baseline's."""
+    return (f"{measure_name(summary.attrs)} minus {baseline or 'the baseline'}'s, points\n"
+            "(each interval at its verdict's level; an arrow: it goes on)")
 
 
 def _missing(value) -> bool:

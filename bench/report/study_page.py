@@ -13,7 +13,7 @@ from .. import tracking
 from ..suites.curves import COLUMNS as CURVE_COLUMNS
 from ..suites.curves import learning_curves
 from ..suites.parent import decisions_of, look_of, planned_of
-from ..suites.spec import MEASURES, parse_suite
+from ..suites.spec import MEASURES, parse_logged
 from ..suites.summary import baseline_cell, method_text, pair_outcomes, per_seed, summarize
 from ..verdicts import against_baseline
 from . import charts
@@ -103,10 +103,7 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
     children = tracking.child_runs(confirm_id)
     name, text = definition(confirm_id)
     confirm_tags = tracking.get_run(confirm_id).data.tags
-    suite = parse_suite(text, name, check_variants=False) if text else None
-    profile = confirm_tags.get(tracking.TAG_PROFILE, "")
-    if suite is not None and profile in suite.profiles:
-        suite = suite.at_profile(profile)
+    suite = parse_logged(text, name, confirm_tags.get(tracking.TAG_PROFILE, ""))
     margin = float(record.get("margin", 0.01))
     outcomes = pair_outcomes(children)
     # Judged as the confirmation judged it: its planned seeds, its look, the rows it decided.

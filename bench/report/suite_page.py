@@ -10,9 +10,9 @@ import pandas as pd
 
 from .. import tracking
 from ..suites.curves import learning_curves, time_to_target
-from ..suites.parent import decisions_of, look_of, looks_of, planned_of
+from ..suites.parent import decisions_of, look_of, looks_of, planned_of, round_progress
 from ..suites.rounds import TAG_AUTO_STOP, TAG_LOOKS_TAKEN
-from ..suites.spec import MEASURES, TAG_MARGIN, TAG_ROWS, Suite, SuiteError, parse_suite
+from ..suites.spec import MEASURES, TAG_MARGIN, TAG_ROWS, Suite, parse_logged
 from ..suites.summary import (
     FINISHED, TARGET_CONFIDENCE, baseline_cell, failure_counts, method_text, pair_outcomes, published_columns,
     seeds_cell, summarize,
@@ -27,7 +27,7 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
     parent_id = parent.info.run_id
     definition_name, definition_text = definition(parent_id)
     tags = parent.data.tags
-    suite = _parse_definition(definition_name, definition_text, tags.get(tracking.TAG_PROFILE, ""))
+    suite = parse_logged(definition_text, definition_name, tags.get(tracking.TAG_PROFILE, ""))
     margin = float(tags.get(TAG_MARGIN) or (suite.margin if suite else DEFAULT_MARGIN))
     looks = looks_of(tags)
     outcomes = pair_outcomes(children)
@@ -35,6 +35,7 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
     reached = time_to_target(curves, suite.target, suite.measure) if suite and suite.target is not None else None
     summary = summarize(outcomes, suite, margin=margin, look=look_of(tags), planned=planned_of(tags),
                         decided=decisions_of(parent_id), reached=reached)
+    under_way = round_progress(tags, outcomes)
     finished = outcomes[outcomes["pair_state"] == FINISHED]  # the measurements; the others are listed as failures
     curves.to_csv(out / "curves.csv", index=False)
     images = {} if finished.empty else {
@@ -51,7 +52,8 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
         **_context(parent, name, summary, finished, suite, children, images, ui_url),
         method_note=method_text(summary),
         margin_pt=f"{margin * 100:g}", looks=looks, looks_taken=tags.get(TAG_LOOKS_TAKEN, ""),
-        auto_stop=tags.get(TAG_AUTO_STOP, ""),
+        # a stop recorded before the round under way was started is not why the parent stands where it does
+        auto_stop="" if under_way else tags.get(TAG_AUTO_STOP, ""), under_way=under_way,
         target=_target(summary),
         failures=[{"row": r["label"], "counts": failure_counts(r), "why": r["failures"]}
                   for _, r in summary.iterrows() if r["failures"]],
@@ -210,18 +212,6 @@ def _model_notes(finished: pd.DataFrame) -> list[tuple[str, str]]:
             for value in sorted(set(values.dropna())):
                 notes.append((str(label), f"{column.removeprefix(prefix)}: {value}"))
     return notes
-
-
-def _parse_definition(name: str, text: str, profile: str) -> Suite | None:
-    """The suite as logged with its parent run (rows, baseline, sources), as ``profile`` judges it; None
-    if absent or unreadable."""
-    if not text:
-        return None
-    try:
-        suite = parse_suite(text, name, check_variants=False)
-        return suite.at_profile(profile) if profile in suite.profiles else suite
-    except SuiteError:  # written for another bench version: report what the runs say, without references
-        return None
 
 
 def _rows_not_run(suite: Suite | None, summary: pd.DataFrame, children: pd.DataFrame, tags: dict) -> list[tuple[str, str]]:

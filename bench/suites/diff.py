@@ -33,7 +33,7 @@ from ..verdicts import (
 )
 from .parent import planned_of
 from .rounds import TAG_DESIGN
-from .spec import MEASURES, TAG_MARGIN, Suite, SuiteError, parse_suite
+from .spec import MEASURES, TAG_MARGIN, Suite, SuiteError, parse_logged
 from .summary import DIVERGED, FAILED, FINISHED, WIDTH, _grouped, fit, pair_outcomes, percent, points
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -153,11 +153,7 @@ def _suite_of(parent_id: str, profile: str) -> Suite | None:
     """The suite as logged with the parent run, as ``profile`` judged it."""
     for artifact in tracking.list_artifacts(parent_id):
         if artifact.endswith(".toml"):
-            try:
-                suite = parse_suite(tracking.read_artifact_text(parent_id, artifact), artifact, check_variants=False)
-                return suite.at_profile(profile) if profile in suite.profiles else suite
-            except SuiteError:
-                return None
+            return parse_logged(tracking.read_artifact_text(parent_id, artifact), artifact, profile)
     return None
 
 

@@ -21,7 +21,6 @@ import math
 import textwrap
 
 import pandas as pd
-from scipy import stats
 
 from .. import tracking
 from ..verdicts import WORSE

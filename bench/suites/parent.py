@@ -28,10 +28,11 @@ from ..runtime import hardware, process_alive, resolve_device
 from ..train import load_data
 from ..verdicts.sequential import Look
 from .curves import learning_curves, time_to_target
-from .rounds import DECISIONS_ARTIFACT, TAG_LOOK, TAG_ROUND, Rounds, look_data
+from .rounds import (DECISIONS_ARTIFACT, TAG_JUDGED_SEEDS, TAG_LOOK, TAG_LOOKS_TAKEN, TAG_ROUND, TAG_ROUND_JUDGED,
+                     Rounds, look_data)
 from .spec import TAG_LOOKS, TAG_MARGIN, TAG_ROWS, TAG_SETTINGS, Row, Suite, SuiteError, settings_digest, settings_of
 from . import verdict_data
-from .summary import pair_outcomes, summarize
+from .summary import FINISHED, pair_outcomes, summarize
 
 
 @dataclasses.dataclass
@@ -207,9 +208,34 @@ def reached_of(outcomes: pd.DataFrame, suite: Suite | None) -> pd.DataFrame | No
 
 
 def planned_of(tags: Mapping[str, str]) -> dict[str, list[int]] | None:
-    """Each row's planned seeds as a parent recorded them (None for parents from before bench did)."""
-    text = tags.get(TAG_ROUND)
+    """Each row's seeds as the parent's last look judged them (None for parents from before bench
+    recorded them). While a new round is under way (``round_under_way``), the seeds of the look before
+    it: the new round's runs are judged at the next look, and until then the last look's verdicts stand."""
+    text = tags.get(TAG_JUDGED_SEEDS) if round_under_way(tags) else tags.get(TAG_ROUND)
     return {k: [int(s) for s in v] for k, v in json.loads(text).items()} if text else None
+
+
+def round_under_way(tags: Mapping[str, str]) -> int | None:
+    """The number of the round a parent started after its last look and has not judged yet (a run
+    stopped or still training between looks); None when its last round was judged, or no look was
+    taken yet (then the first round is all there is to show)."""
+    judged = json.loads(tags.get(TAG_JUDGED_SEEDS) or "{}")
+    if tags.get(TAG_ROUND_JUDGED) != "false" or not judged:
+        return None
+    return int(tags.get(TAG_LOOKS_TAKEN) or 0) + 1
+
+
+def round_progress(tags: Mapping[str, str], outcomes: pd.DataFrame) -> dict[str, int] | None:
+    """For a round under way: its number, the look whose verdicts stand until it is judged, and how
+    many of its new runs finished of how many planned (``outcomes``: ``pair_outcomes`` of the children)."""
+    number = round_under_way(tags)
+    if number is None:
+        return None
+    judged = {(k, int(s)) for k, v in json.loads(tags[TAG_JUDGED_SEEDS]).items() for s in v}
+    new = {(k, int(s)) for k, v in json.loads(tags.get(TAG_ROUND) or "{}").items() for s in v} - judged
+    finished = {(label, int(seed)) for label, seed, state in zip(outcomes[f"tags.{tracking.TAG_LABEL}"], outcomes["seed"],
+                                                                 outcomes["pair_state"]) if state == FINISHED}
+    return {"round": number, "look": number - 1, "finished": len(new & finished), "planned": len(new)}
 
 
 def record_on_parent(parent_id: str, suite: Suite, rows: Sequence[str] | None, margin: float, rounds: Rounds,

@@ -231,6 +231,18 @@ def parse_suite(text: str, path: str | Path, *, check_variants: bool = True) -> 
         raise SuiteError(str(exc)) from None
 
 
+def parse_logged(text: str, name: str, profile: str) -> Suite | None:
+    """A suite file as logged with a parent run, as its ``profile`` judged it (as the file declares it
+    when it has no such profile); None when absent, or written for a bench this one cannot read."""
+    if not text:
+        return None
+    try:
+        suite = parse_suite(text, name, check_variants=False)
+    except SuiteError:
+        return None
+    return suite.at_profile(profile) if profile in suite.profiles else suite
+
+
 def _parse(text: str, path: Path, check_variants: bool) -> Suite:
     doc, where = specfile.parse_toml(text, path)
     check_table(doc, File, where, [], "the top level")

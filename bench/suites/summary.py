@@ -503,10 +503,9 @@ def method_text(summary: pd.DataFrame, margin: float | None = None) -> str:
     decided = summary["decided_at"].notna() if "decided_at" in summary else False
     n_compared = attrs.get("family") or \
         int(((summary["baseline_p_holm"].notna() | decided) & (summary["verdict_kind"] != IDENTICAL)).sum())
-    measure = MEASURES.get(attrs.get("measure", "val_acc"), "val accuracy")
+    measure = measure_name(attrs)
     if attrs.get("measure") == "val_acc_last_k" and "last_k" in attrs:
         k = int(attrs["last_k"])
-        measure = measure.replace("last k", f"last {k}")
         epochs = summary["epochs"] if "epochs" in summary else pd.Series(dtype=float)
         short = [f"{label} {int(e)}" for label, e in zip(summary["label"], epochs) if not _missing(e) and e < k]
         if short:  # the mean then runs from the first epoch: say so where the verdicts are explained
@@ -514,6 +513,13 @@ def method_text(summary: pd.DataFrame, margin: float | None = None) -> str:
     return method_note(n_compared, attrs.get("margin", DEFAULT_MARGIN) if margin is None else margin,
                        attrs.get("look", Look()), test="paired" if attrs.get("design") == "paired" else "Welch",
                        measure=measure)
+
+
+def measure_name(attrs: Mapping[str, Any]) -> str:
+    """The words for the measure a summary (``attrs``, from ``summarize``) judged, its k filled in:
+    "mean val accuracy over the last 5 epochs"."""
+    name = MEASURES.get(attrs.get("measure", "val_acc"), "val accuracy")
+    return name.replace("last k", f"last {int(attrs['last_k'])}") if "last_k" in attrs else name
 
 
 def seeds_cell(row: Mapping[str, Any]) -> str:
