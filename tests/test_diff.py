@@ -60,6 +60,7 @@ def test_a_rerun_with_the_same_seeds_is_identical_row_by_row_and_passes(runs, ca
         assert re.search(rf"(?m)^ *{label} +3/3 .* identical \(every seed the same\)$", out), out
     assert "2 row(s) seed by seed, every seed the same (identical, no test needed)" in " ".join(out.split())
     assert "worse" not in out.split("B against A")[0]
+    assert re.search(r"B against A per row, on mean val accuracy over the last \d+ epochs:", " ".join(out.split())), out
 
 
 def test_a_row_broken_by_a_code_change_fails_the_gate_naming_it_and_why(runs, capsys, tmp_path):

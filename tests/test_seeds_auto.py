@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from bench import checkpoint as ckpt
@@ -121,7 +122,9 @@ def test_rounds_budget_failures_kills_and_resumes_keep_the_schedule(tmp_path):
     assert shown.loc[undecided[0], "verdict"] == summary.loc[undecided[0], "verdict"]
     assert shown.loc["flaky", "verdict"] == "not judged: 1 of 3 runs failed"
     page = " ".join((tmp_path / "between" / "index.html").read_text().split())
-    assert "Round 2 is under way" in page and "verdicts of look 1" in page
+    assert "A new round of seeds is under way" in page and "the verdicts of look 1 on the seeds judged" in page
+    assert "11 finished run(s)" in page  # the charts' runs: look 1's 12 less flaky's failed one
+    assert (pd.read_csv(tmp_path / "between" / "curves.csv")["seed"] >= 3).any()  # curves.csv keeps every run
     assert "stopped: budget" not in page  # the budget stopped round 1's command, not this one
     from bench.suites.diff import resolve
     assert all(seeds == [0, 1, 2] for seeds in resolve(parent_id).planned.values())  # bench diff: look 1's seeds too

@@ -13,8 +13,8 @@ from .. import tracking
 from ..suites.curves import COLUMNS as CURVE_COLUMNS
 from ..suites.curves import learning_curves
 from ..suites.parent import decisions_of, look_of, planned_of
-from ..suites.spec import MEASURES, parse_logged
-from ..suites.summary import baseline_cell, method_text, pair_outcomes, per_seed, summarize
+from ..suites.spec import parse_logged
+from ..suites.summary import baseline_cell, measure_name, method_text, pair_outcomes, per_seed, summarize
 from ..verdicts import against_baseline
 from . import charts
 from .pages import Report, ReportError, RunLinks, data_uri, definition, environment, is_missing, mean_std, render
@@ -110,6 +110,9 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
     summary = summarize(outcomes, suite, margin=margin, look=look_of(confirm_tags), planned=planned_of(confirm_tags),
                         decided=decisions_of(confirm_id))
     method = method_text(summary)
+    if text and suite is None:  # logged by a bench this one cannot read: judged without its baseline and measure
+        method += (f" The confirmation's suite file ({name}) could not be read by this version of bench, so its"
+                   " rows are shown without the suite's baseline and measure: see the record's own verdicts.")
     summary = summary.set_index("label")
     candidates = {c["label"]: c for c in record["candidates"]}
     versus = record.get("versus_winner")
@@ -148,8 +151,7 @@ def _confirmation(record: dict[str, Any] | None, link: RunLinks, tags: dict[str,
         "parent_url": link(confirm_id), "parent_id": confirm_id,
         "labels": dict(zip(children["run_id"], children[f"tags.{tracking.TAG_LABEL}"])) if len(children) else {},
         "method_note": method,
-        "measure": MEASURES.get(summary.attrs.get("measure", "val_acc"), "val accuracy").replace(
-            "last k", f"last {summary.attrs['last_k']}" if "last_k" in summary.attrs else "last k"),
+        "measure": measure_name(summary.attrs),
     }
 
 

@@ -36,8 +36,12 @@ def build(parent, name: str, children: pd.DataFrame, out: Path, ui_url: str) -> 
     summary = summarize(outcomes, suite, margin=margin, look=look_of(tags), planned=planned_of(tags),
                         decided=decisions_of(parent_id), reached=reached)
     under_way = round_progress(tags, outcomes)
+    curves.to_csv(out / "curves.csv", index=False)  # every run's, a round under way included
+    if under_way:  # the charts show what the table judged: the runs of the round under way wait for its look
+        outcomes = outcomes[[(label, int(seed)) in under_way["judged"] for label, seed
+                             in zip(outcomes[f"tags.{tracking.TAG_LABEL}"], outcomes["seed"])]]
+        curves = curves[[(label, int(seed)) in under_way["judged"] for label, seed in zip(curves["row"], curves["seed"])]]
     finished = outcomes[outcomes["pair_state"] == FINISHED]  # the measurements; the others are listed as failures
-    curves.to_csv(out / "curves.csv", index=False)
     images = {} if finished.empty else {
         "accuracy": charts.accuracy_chart(finished, summary, suite, out / "accuracy.png"),
         "curves": charts.curves_chart(_long(curves[curves["state"] == FINISHED]), summary, suite, out / "curves.png"),

@@ -33,8 +33,8 @@ from ..verdicts import (
 )
 from .parent import planned_of
 from .rounds import TAG_DESIGN
-from .spec import MEASURES, TAG_MARGIN, Suite, SuiteError, parse_logged
-from .summary import DIVERGED, FAILED, FINISHED, WIDTH, _grouped, fit, pair_outcomes, percent, points
+from .spec import TAG_MARGIN, Suite, SuiteError, parse_logged
+from .summary import DIVERGED, FAILED, FINISHED, WIDTH, _grouped, fit, measure_name, pair_outcomes, percent, points
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 TARGET = re.compile(r"^(?P<name>[^:~]+)(:(?P<profile>[^~]+))?(~(?P<back>\d+))?$")
@@ -244,6 +244,9 @@ def diff(a: Side, b: Side, *, margin: float | None = None, seconds: bool = False
                 time_kind=_speed_kind(found["kind"]), time_verdict=_speed_text(found, time_margin))
     table = pd.DataFrame(list(records.values()))
     table.attrs.update(margin=margin, time_margin=time_margin, measure=measure)
+    last_k = {str(k) for side in (a, b) if "params.last_k" in side.runs for k in side.runs["params.last_k"].dropna()}
+    if measure == "val_acc_last_k" and len(last_k) == 1:  # another k on each side is another plan, said above
+        table.attrs["last_k"] = int(last_k.pop())
     return table
 
 
@@ -325,7 +328,7 @@ def method_text(table: pd.DataFrame) -> str:
         used = f"{used}; {same}" if used else same
     used = used or "no test (no row had runs on both sides to compare)"
     n = int(table["p_holm"].notna().sum()) if "p_holm" in table else 0
-    measure = MEASURES.get(table.attrs.get("measure", "val_acc"), "val accuracy")
+    measure = measure_name(table.attrs)
     return (f"B against A per row, on {measure}: {used}; equivalent within ±{margin * 100:g} pt; identical when "
             "every seed "
             f"gave the same number. The {n} row(s) tested form one Holm-Shaffer family at {ALPHA:.0%}; a row of A "

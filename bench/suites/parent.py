@@ -32,7 +32,7 @@ from .rounds import (DECISIONS_ARTIFACT, TAG_JUDGED_SEEDS, TAG_LOOK, TAG_LOOKS_T
                      Rounds, look_data)
 from .spec import TAG_LOOKS, TAG_MARGIN, TAG_ROWS, TAG_SETTINGS, Row, Suite, SuiteError, settings_digest, settings_of
 from . import verdict_data
-from .summary import FINISHED, pair_outcomes, summarize
+from .summary import DIVERGED, FINISHED, pair_outcomes, summarize
 
 
 @dataclasses.dataclass
@@ -215,27 +215,25 @@ def planned_of(tags: Mapping[str, str]) -> dict[str, list[int]] | None:
     return {k: [int(s) for s in v] for k, v in json.loads(text).items()} if text else None
 
 
-def round_under_way(tags: Mapping[str, str]) -> int | None:
-    """The number of the round a parent started after its last look and has not judged yet (a run
-    stopped or still training between looks); None when its last round was judged, or no look was
-    taken yet (then the first round is all there is to show)."""
-    judged = json.loads(tags.get(TAG_JUDGED_SEEDS) or "{}")
-    if tags.get(TAG_ROUND_JUDGED) != "false" or not judged:
-        return None
-    return int(tags.get(TAG_LOOKS_TAKEN) or 0) + 1
+def round_under_way(tags: Mapping[str, str]) -> bool:
+    """Whether a parent started a round after judging one and has not judged it yet (a run stopped
+    or still training between looks). False when its last round was judged, or none was judged yet
+    (then the first round is all there is to show)."""
+    return tags.get(TAG_ROUND_JUDGED) == "false" and bool(json.loads(tags.get(TAG_JUDGED_SEEDS) or "{}"))
 
 
-def round_progress(tags: Mapping[str, str], outcomes: pd.DataFrame) -> dict[str, int] | None:
-    """For a round under way: its number, the look whose verdicts stand until it is judged, and how
-    many of its new runs finished of how many planned (``outcomes``: ``pair_outcomes`` of the children)."""
-    number = round_under_way(tags)
-    if number is None:
+def round_progress(tags: Mapping[str, str], outcomes: pd.DataFrame) -> dict[str, Any] | None:
+    """For a round under way: the pairs judged so far (whose verdicts stand until the next look), the
+    last look taken (None if no look tested anything yet) and how many of the round's new runs have
+    ended (finished or diverged) of how many it plans. ``outcomes``: ``pair_outcomes`` of the children."""
+    if not round_under_way(tags):
         return None
     judged = {(k, int(s)) for k, v in json.loads(tags[TAG_JUDGED_SEEDS]).items() for s in v}
     new = {(k, int(s)) for k, v in json.loads(tags.get(TAG_ROUND) or "{}").items() for s in v} - judged
-    finished = {(label, int(seed)) for label, seed, state in zip(outcomes[f"tags.{tracking.TAG_LABEL}"], outcomes["seed"],
-                                                                 outcomes["pair_state"]) if state == FINISHED}
-    return {"round": number, "look": number - 1, "finished": len(new & finished), "planned": len(new)}
+    ended = {(label, int(seed)) for label, seed, state in zip(outcomes[f"tags.{tracking.TAG_LABEL}"], outcomes["seed"],
+                                                              outcomes["pair_state"]) if state in (FINISHED, DIVERGED)}
+    return {"judged": judged, "look": int(tags.get(TAG_LOOKS_TAKEN) or 0) or None, "ended": len(new & ended),
+            "planned": len(new)}
 
 
 def record_on_parent(parent_id: str, suite: Suite, rows: Sequence[str] | None, margin: float, rounds: Rounds,
