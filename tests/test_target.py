@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -129,3 +130,21 @@ def test_a_baseline_that_missed_the_target_leaves_the_times_unjudged_but_in_the_
         # The time comparisons still count: the accuracy verdicts are corrected for as many comparisons.
         assert short.loc[row, "baseline_p_holm"] == pytest.approx(full.loc[row, "baseline_p_holm"])
         assert short.loc[row, "baseline_ci_level"] == pytest.approx(full.loc[row, "baseline_ci_level"])
+
+
+def test_each_decided_row_records_the_look_that_decided_it():
+    from bench.suites.summary import decisions, summarize
+    from bench.verdicts.sequential import Look
+
+    accs = {"base": [.80, .81, .79, .80, .82, .78], "same": [.8005, .8103, .7898, .8004, .8197, .7802],
+            "kept": [.80, .81, .79, .80, .82, .78], "noisy": [.70, .90, .75, .85, .80, .79]}
+    outcomes, suite, _ = synthetic(accs, {})
+    suite = dataclasses.replace(suite, target=None)
+    look2 = Look((0.5, 1.0), 2, "obf")
+    kept = {"verdict_kind": "worse", "verdict": "worse", "baseline_diff": -0.02, "decided_at": 1}
+    summary = summarize(outcomes, suite, look=look2, decided={"kept": kept}).set_index("label")
+    assert summary.loc["same", "verdict_kind"] == "equivalent" and summary.loc["same", "decided_at"] == 2  # this look
+    assert summary.loc["kept", "verdict"] == "worse" and summary.loc["kept", "decided_at"] == 1  # as look 1 said
+    assert summary.loc["noisy", "verdict_kind"] == "undecided" and math.isnan(summary.loc["noisy", "decided_at"])
+    assert math.isnan(summary.loc["base", "decided_at"])
+    assert {k: d["decided_at"] for k, d in decisions(summary.reset_index(), 2).items()} == {"same": 2, "kept": 1}

@@ -195,6 +195,8 @@ def summarize(children: pd.DataFrame, suite: Suite | None = None, *, margin: flo
         for column, value in record.items():
             if key.endswith(TIME) or column in ACCURACY_DECISION_COLUMNS or not own_time:
                 summary.at[i, column] = value
+    # A row this look decides was decided at it (one decided at an earlier look kept its look above).
+    summary.loc[summary["verdict_kind"].isin(DECIDED_KINDS) & summary["decided_at"].isna(), "decided_at"] = look.index
     if baseline in values:
         summary["rho"] = [correlation(values[label], values[baseline]) if label != baseline else math.nan
                           for label in summary["label"]]
