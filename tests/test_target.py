@@ -148,3 +148,30 @@ def test_each_decided_row_records_the_look_that_decided_it():
     assert summary.loc["noisy", "verdict_kind"] == "undecided" and math.isnan(summary.loc["noisy", "decided_at"])
     assert math.isnan(summary.loc["base", "decided_at"])
     assert {k: d["decided_at"] for k, d in decisions(summary.reset_index(), 2).items()} == {"same": 2, "kept": 1}
+
+
+def test_a_runs_cost_is_what_one_run_takes_not_the_hours_a_resumed_one_lay_stopped():
+    from bench.suites.summary import summarize
+
+    outcomes, suite, _ = synthetic({"base": [.80, .81, .79], "a": [.80, .81, .79]}, {})
+    outcomes["end_time"] = pd.Timestamp(0) + pd.Timedelta(seconds=10)
+    resumed = (outcomes[f"tags.{tracking.TAG_LABEL}"] == "a") & (outcomes["seed"] == 0)
+    outcomes.loc[resumed, "end_time"] = pd.Timestamp(0) + pd.Timedelta(hours=20)  # killed, resumed the next day
+    summary = summarize(outcomes, dataclasses.replace(suite, target=None)).set_index("label")
+    assert summary.loc["a", "s_per_run"] == summary.loc["base", "s_per_run"] == 10.0
+
+
+def test_the_reports_verdict_cell_names_the_look_that_decided_a_row_under_a_schedule():
+    from bench.report.pages import RunLinks
+    from bench.report.suite_page import _row
+    from bench.suites.summary import summarize
+    from bench.verdicts.sequential import Look
+
+    outcomes, suite, _ = synthetic({"base": [.80, .81, .79, .80, .82, .78],
+                                    "same": [.8005, .8103, .7898, .8004, .8197, .7802]}, {})
+    summary = summarize(outcomes, dataclasses.replace(suite, target=None), look=Look((0.5, 1.0), 2, "obf"))
+    same = summary[summary["label"] == "same"].iloc[0]
+    link = RunLinks("http://127.0.0.1:5000", "0")
+    verdicts = {cls: text for text, cls in _row(same, link, looks=2)["cells"] if cls.startswith("verdict")}
+    assert verdicts == {"verdict equivalent": "equivalent within ±1 pt (look 2)"}
+    assert "(look" not in " ".join(text for text, _ in _row(same, link, looks=1)["cells"])  # fixed seeds: one look

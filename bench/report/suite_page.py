@@ -12,13 +12,14 @@ from .. import tracking
 from ..suites.curves import learning_curves, time_to_target
 from ..suites.parent import decisions_of, look_of, looks_of, planned_of, round_progress
 from ..suites.rounds import TAG_AUTO_STOP, TAG_LOOKS_TAKEN
-from ..suites.spec import MEASURES, TAG_MARGIN, TAG_ROWS, Suite, parse_logged
+from ..suites.spec import TAG_MARGIN, TAG_ROWS, Suite, parse_logged
 from ..suites.summary import (
-    FINISHED, TARGET_CONFIDENCE, baseline_cell, failure_counts, method_text, pair_outcomes, published_columns,
+    FINISHED, TARGET_CONFIDENCE, baseline_cell, failure_counts, measure_name, method_text, pair_outcomes, published_columns,
     seeds_cell, summarize,
 )
 from ..verdicts import DEFAULT_MARGIN
 from ..verdicts.sources import declared
+from ..verdicts.sequential import Look
 from . import charts
 from .pages import Report, RunLinks, data_uri, definition, environment, is_missing, mean_std, number, render, safe_link
 
@@ -88,11 +89,11 @@ def _context(parent, name: str, summary: pd.DataFrame, finished: pd.DataFrame, s
         machines=machines,
         baseline=suite.baseline if suite else None,
         published=published,
-        rows=[_row(r, link) for _, r in summary.iterrows()],
+        rows=[_row(r, link, len(summary.attrs.get("look", Look()).fractions)) for _, r in summary.iterrows()],
         published_rows=_published_rows(summary, published),
         missing=_rows_not_run(suite, summary, children, tags),
         width=16,
-        measure=MEASURES.get(summary.attrs.get("measure", "val_acc"), "val accuracy"),
+        measure=measure_name(summary.attrs),
         protocol_rows=_protocol_rows(summary, suite),
         model_notes=_model_notes(finished),
         sources=[
@@ -115,7 +116,7 @@ def _target(summary: pd.DataFrame) -> dict[str, Any] | None:
     """The time-to-target table, when the suite declares a target."""
     if "target_verdict" not in summary or "target" not in summary.attrs:
         return None
-    measure = MEASURES.get(summary.attrs.get("measure", "val_acc"), "val accuracy")
+    measure = measure_name(summary.attrs)
     value = f"{summary.attrs['target'] * 100:g} %"
     rows = []
     for _, r in summary.iterrows():
@@ -138,7 +139,11 @@ def _target(summary: pd.DataFrame) -> dict[str, Any] | None:
             "margin": f"{summary.attrs.get('target_margin', 1):g}", "confidence": f"{TARGET_CONFIDENCE:.0%}"}
 
 
-def _row(r: pd.Series, link: RunLinks) -> dict[str, Any]:
+def _row(r: pd.Series, link: RunLinks, looks: int = 1) -> dict[str, Any]:
+    """One row of the verdict table; with ``looks`` > 1 (a --seeds auto schedule) a decided row names the
+    look that decided it."""
+    verdict = str(r["verdict"]) + (f" (look {int(r['decided_at'])})" if looks > 1 and not is_missing(r.get("decided_at"))
+                                   else "")
     cells = [(str(r["label"]), ""), (str(r["variant"]), ""), (seeds_cell(r), "")]
     train = "train_acc_eval" if not pd.isna(r["train_acc_eval_mean"]) else "train_acc"  # runs from before bench measured it
     cells += [(mean_std(r[f"{m}_mean"], r[f"{m}_std"]), "") for m in (train, "val_acc", "test_acc")]
@@ -146,7 +151,7 @@ def _row(r: pd.Series, link: RunLinks) -> dict[str, Any]:
     level = r.get("baseline_ci_level")
     cells += [(mean_std(r["measure_mean"], r["measure_std"]), ""),
               (baseline_cell(r) + ("" if is_missing(level) or not baseline_cell(r) else f" at {level * 100:.1f} %"), ""),
-              (number(r.get("rho"), "+.2f"), ""), (str(r["verdict"]), f"verdict {kind}".strip())]
+              (number(r.get("rho"), "+.2f"), ""), (verdict, f"verdict {kind}".strip())]
     cells += [(number(r["num_parameters"], ",.0f"), ""), (number(r["epochs"], ".0f"), ""),
               (number(r["s_per_epoch"], ".2f"), ""), (number(r["train_gflops"], ".1f"), ""),
               (number(r["gemm_fraction"] * 100, ".1f"), "")]

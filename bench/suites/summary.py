@@ -334,8 +334,9 @@ def _record(label: str, pairs: pd.DataFrame, planned: list[int], variant: str | 
         value = _column(runs, f"params.{key}").iloc[0] if len(runs) else None
         record[key] = kind(value) if isinstance(value, str) and value not in ("None", "") else None
     record["s_per_epoch"] = _column(measured, "metrics.epoch_time_s").astype(float).mean()
-    # Wall seconds from a run's start to its end: training plus evaluation, logging and the model.
-    record["s_per_run"] = (measured["end_time"] - measured["start_time"]).dt.total_seconds().mean() \
+    # Wall seconds from a run's start to its end: training plus evaluation, logging and the model. The
+    # median over runs, because a run resumed in a later session spans the hours it lay stopped.
+    record["s_per_run"] = (measured["end_time"] - measured["start_time"]).dt.total_seconds().median() \
         if {"start_time", "end_time"} <= set(measured) and len(measured) else math.nan
     for metric in ("train_gflops", "gemm_fraction"):
         record[metric] = _column(measured, f"metrics.{metric}").astype(float).mean()

@@ -400,7 +400,7 @@ def method_note(n_compared: int, margin: float = DEFAULT_MARGIN, look: Look = Lo
                 test: str = WELCH, measure: str = "val accuracy") -> str:
     """How the verdicts were reached, in words, for the summary and the report."""
     looks = len(look.fractions)
-    sequential = (f" Alpha is spent over the {looks} looks --seeds auto may take by a {SPENDING_NAMES[look.spending]}"
+    sequential = (f" Alpha is spent over the {looks} looks --seeds auto may take by the {SPENDING_NAMES[look.spending]}"
                   f" schedule fixed before the first (this is look {look.index}; nominal level for a lone "
                   f"difference {look.level(alpha, 2):.3g}); rows decided at a look keep their verdict."
                   if looks > 1 else "")
