@@ -66,6 +66,7 @@ def test_sigkilled_train_resumes_to_the_uninterrupted_result():
     out, _ = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, out
     assert "resumed after epoch" in out
+    assert client.get_run(killed_id).data.tags[tracking.TAG_RESUMED] == killed[0].data.tags[tracking.TAG_CHECKPOINT_EPOCH]
 
     run, reference = client.get_run(killed_id), client.get_run(reference_id)
     assert run.info.status == "FINISHED"

@@ -137,8 +137,9 @@ def test_each_decided_row_records_the_look_that_decided_it():
     from bench.verdicts.sequential import Look
 
     accs = {"base": [.80, .81, .79, .80, .82, .78], "same": [.8005, .8103, .7898, .8004, .8197, .7802],
-            "kept": [.80, .81, .79, .80, .82, .78], "noisy": [.70, .90, .75, .85, .80, .79]}
-    outcomes, suite, _ = synthetic(accs, {})
+            "kept": [.80, .81, .79, .80, .82, .78], "noisy": [.70, .90, .75, .85, .80, .79],
+            "broken": [.8005, .8103, .7898, .8004, .8197, .7802, .80]}  # its seed 6 failed (base has none)
+    outcomes, suite, _ = synthetic(accs, {}, failed={("broken", 6)})
     suite = dataclasses.replace(suite, target=None)
     look2 = Look((0.5, 1.0), 2, "obf")
     kept = {"verdict_kind": "worse", "verdict": "worse", "baseline_diff": -0.02, "decided_at": 1}
@@ -147,18 +148,27 @@ def test_each_decided_row_records_the_look_that_decided_it():
     assert summary.loc["kept", "verdict"] == "worse" and summary.loc["kept", "decided_at"] == 1  # as look 1 said
     assert summary.loc["noisy", "verdict_kind"] == "undecided" and math.isnan(summary.loc["noisy", "decided_at"])
     assert math.isnan(summary.loc["base", "decided_at"])
+    assert summary.loc["broken", "verdict_kind"] == "not judged" and math.isnan(summary.loc["broken", "decided_at"])
     assert {k: d["decided_at"] for k, d in decisions(summary.reset_index(), 2).items()} == {"same": 2, "kept": 1}
 
 
 def test_a_runs_cost_is_what_one_run_takes_not_the_hours_a_resumed_one_lay_stopped():
     from bench.suites.summary import summarize
 
-    outcomes, suite, _ = synthetic({"base": [.80, .81, .79], "a": [.80, .81, .79]}, {})
+    outcomes, suite, _ = synthetic({"base": [.80, .81, .79], "a": [.80, .81], "b": [.80, .81, .79]}, {})
     outcomes["end_time"] = pd.Timestamp(0) + pd.Timedelta(seconds=10)
-    resumed = (outcomes[f"tags.{tracking.TAG_LABEL}"] == "a") & (outcomes["seed"] == 0)
-    outcomes.loc[resumed, "end_time"] = pd.Timestamp(0) + pd.Timedelta(hours=20)  # killed, resumed the next day
+    label = outcomes[f"tags.{tracking.TAG_LABEL}"]
+    outcomes.loc[label == "a", "end_time"] = pd.Timestamp(0) + pd.Timedelta(hours=20)  # killed, resumed next day...
+    outcomes[f"tags.{tracking.TAG_RESUMED}"] = None
+    outcomes.loc[(label == "a") & (outcomes["seed"] == 0), f"tags.{tracking.TAG_RESUMED}"] = "3"  # ...one tagged
+    outcomes.loc[(label == "b") & (outcomes["seed"] == 0), "end_time"] = pd.Timestamp(0) + pd.Timedelta(hours=20)
     summary = summarize(outcomes, dataclasses.replace(suite, target=None)).set_index("label")
-    assert summary.loc["a", "s_per_run"] == summary.loc["base", "s_per_run"] == 10.0
+    assert summary.loc["base", "s_per_run"] == 10.0
+    assert summary.loc["a", "s_per_run"] == 72000.0  # its one span not resumed (as far as bench knows)
+    assert summary.loc["b", "s_per_run"] == 10.0  # one run resumed before bench tagged them: the median
+    outcomes.loc[label == "a", f"tags.{tracking.TAG_RESUMED}"] = "3"
+    every_run_resumed = summarize(outcomes, dataclasses.replace(suite, target=None)).set_index("label")
+    assert math.isnan(every_run_resumed.loc["a", "s_per_run"])  # the cost falls back to epochs x s/epoch
 
 
 def test_the_reports_verdict_cell_names_the_look_that_decided_a_row_under_a_schedule():

@@ -11,7 +11,7 @@ import pandas as pd
 from .. import tracking
 from ..suites.curves import learning_curves, time_to_target
 from ..suites.parent import decisions_of, look_of, looks_of, planned_of, round_progress
-from ..suites.rounds import TAG_AUTO_STOP, TAG_LOOKS_TAKEN
+from ..suites.rounds import TAG_AUTO_STOP, TAG_LOOK, TAG_LOOKS_TAKEN
 from ..suites.spec import TAG_MARGIN, TAG_ROWS, Suite, parse_logged
 from ..suites.summary import (
     FINISHED, TARGET_CONFIDENCE, baseline_cell, failure_counts, measure_name, method_text, pair_outcomes, published_columns,
@@ -19,7 +19,7 @@ from ..suites.summary import (
 )
 from ..verdicts import DEFAULT_MARGIN
 from ..verdicts.sources import declared
-from ..verdicts.sequential import Look
+from ..verdicts.kinds import IDENTICAL
 from . import charts
 from .pages import Report, RunLinks, data_uri, definition, environment, is_missing, mean_std, number, render, safe_link
 
@@ -89,7 +89,8 @@ def _context(parent, name: str, summary: pd.DataFrame, finished: pd.DataFrame, s
         machines=machines,
         baseline=suite.baseline if suite else None,
         published=published,
-        rows=[_row(r, link, len(summary.attrs.get("look", Look()).fractions)) for _, r in summary.iterrows()],
+        # Parents from before bench recorded its looks were judged once at their last: no look to name.
+        rows=[_row(r, link, looks_of(tags) if TAG_LOOK in tags else 1) for _, r in summary.iterrows()],
         published_rows=_published_rows(summary, published),
         missing=_rows_not_run(suite, summary, children, tags),
         width=16,
@@ -142,8 +143,8 @@ def _target(summary: pd.DataFrame) -> dict[str, Any] | None:
 def _row(r: pd.Series, link: RunLinks, looks: int = 1) -> dict[str, Any]:
     """One row of the verdict table; with ``looks`` > 1 (a --seeds auto schedule) a decided row names the
     look that decided it."""
-    verdict = str(r["verdict"]) + (f" (look {int(r['decided_at'])})" if looks > 1 and not is_missing(r.get("decided_at"))
-                                   else "")
+    named = looks > 1 and not is_missing(r.get("decided_at")) and r.get("verdict_kind") != IDENTICAL  # no test decided it
+    verdict = str(r["verdict"]) + (f" (look {int(r['decided_at'])})" if named else "")
     cells = [(str(r["label"]), ""), (str(r["variant"]), ""), (seeds_cell(r), "")]
     train = "train_acc_eval" if not pd.isna(r["train_acc_eval_mean"]) else "train_acc"  # runs from before bench measured it
     cells += [(mean_std(r[f"{m}_mean"], r[f"{m}_std"]), "") for m in (train, "val_acc", "test_acc")]

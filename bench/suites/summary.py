@@ -195,12 +195,13 @@ def summarize(children: pd.DataFrame, suite: Suite | None = None, *, margin: flo
         for column, value in record.items():
             if key.endswith(TIME) or column in ACCURACY_DECISION_COLUMNS or not own_time:
                 summary.at[i, column] = value
-    # A row this look decides was decided at it (one decided at an earlier look kept its look above).
-    summary.loc[summary["verdict_kind"].isin(DECIDED_KINDS) & summary["decided_at"].isna(), "decided_at"] = look.index
     if baseline in values:
         summary["rho"] = [correlation(values[label], values[baseline]) if label != baseline else math.nan
                           for label in summary["label"]]
     _explain_failures(summary, baseline)
+    # A row this look decides was decided at it (one decided at an earlier look kept its look above;
+    # after _explain_failures, which may leave a row not judged).
+    summary.loc[summary["verdict_kind"].isin(DECIDED_KINDS) & summary["decided_at"].isna(), "decided_at"] = look.index
     if suite and suite.sources:
         _add_sources(summary, records, suite)
     summary.attrs.update(attrs)
@@ -334,10 +335,14 @@ def _record(label: str, pairs: pd.DataFrame, planned: list[int], variant: str | 
         value = _column(runs, f"params.{key}").iloc[0] if len(runs) else None
         record[key] = kind(value) if isinstance(value, str) and value not in ("None", "") else None
     record["s_per_epoch"] = _column(measured, "metrics.epoch_time_s").astype(float).mean()
-    # Wall seconds from a run's start to its end: training plus evaluation, logging and the model. The
-    # median over runs, because a run resumed in a later session spans the hours it lay stopped.
-    record["s_per_run"] = (measured["end_time"] - measured["start_time"]).dt.total_seconds().median() \
-        if {"start_time", "end_time"} <= set(measured) and len(measured) else math.nan
+    # Wall seconds from a run's start to its end: training plus evaluation, logging and the model. A
+    # resumed run's span holds the hours it lay stopped: left out (NaN when every run was resumed: the
+    # cost is then epochs x seconds per epoch), and the median guards against runs resumed before
+    # bench tagged them.
+    spans = (measured["end_time"] - measured["start_time"]).dt.total_seconds() \
+        if {"start_time", "end_time"} <= set(measured) else pd.Series(dtype=float)
+    resumed = _column(measured, f"tags.{tracking.TAG_RESUMED}").notna() if len(spans) else pd.Series(dtype=bool)
+    record["s_per_run"] = spans[~resumed].median() if len(spans) and (~resumed).any() else math.nan
     for metric in ("train_gflops", "gemm_fraction"):
         record[metric] = _column(measured, f"metrics.{metric}").astype(float).mean()
     machines = _column(runs, f"tags.{tracking.TAG_HARDWARE}.machine").dropna().unique().tolist()

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from .models import log_model
 from ..masking import redact
 from .runs import (
-    TAG_CHECKPOINT_EPOCH, TAG_COMPUTE_DTYPE, TAG_DATA_SOURCE, TAG_DATASET, TAG_DIVERGED, TAG_HARDWARE, TAG_MODEL_NOTE,
+    TAG_CHECKPOINT_EPOCH, TAG_COMPUTE_DTYPE, TAG_RESUMED, TAG_DATA_SOURCE, TAG_DATASET, TAG_DIVERGED, TAG_HARDWARE, TAG_MODEL_NOTE,
     TAG_SEED, TAG_VARIANT, TAG_VARIANT_SOURCE, list_artifacts, param_text, set_tags,
 )
 
@@ -49,6 +49,7 @@ class MlflowLogger:
         else:
             history = self.client.get_metric_history(self.run_id, "val_acc")
             self.logged_through = max((m.step for m in history), default=0)
+            set_tags(self.run_id, {TAG_RESUMED: str(info.start_epoch)})
         set_tags(
             self.run_id,
             {

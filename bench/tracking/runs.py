@@ -47,6 +47,7 @@ TAG_HARDWARE = "hw"  # hw.cpu, hw.cpu_isa, hw.logical_cores, hw.torch_threads, h
 TAG_HOST = "bench.host"  # the host and process that opened (or re-opened) the run
 TAG_PID = "bench.pid"
 TAG_CHECKPOINT_EPOCH = "bench.checkpoint_epoch"  # epoch of the checkpoint artifact, when one was logged
+TAG_RESUMED = "bench.resumed_after_epoch"  # set when a run was resumed: its start-to-end span is no run's cost
 TAG_COMPUTE_DTYPE = "bench.compute_dtype"  # float32, or the autocast dtype (bfloat16 on CUDA)
 TAG_DIVERGED = "bench.diverged"  # why a run whose loss exploded is not judged
 TAG_MODEL_NOTE = "bench.model"  # bench.model.<key>: what the variant's builder reports (e.g. pretrained weights)
