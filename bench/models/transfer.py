@@ -11,51 +11,30 @@ import logging
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from ._registry import InputShape, Knob, register
 
 log = logging.getLogger(__name__)
 
-_WEIGHTS = {
-    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
-}
+# torchvision (about a second to import) is imported by ``_resnet`` when a ResNet is built, not by every
+# process that lists or trains another variant.
+ARCHS = ("resnet18", "resnet50")
 
 
 def local_checkpoint(arch: str) -> Path:
     """Where torchvision would cache ``arch``'s ImageNet weights (``torch.hub`` checkpoints dir)."""
-    filename = _WEIGHTS[arch].url.rsplit("/", 1)[-1]
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+    from ._resnet import local_checkpoint as cached_at
+
+    return cached_at(arch)
 
 
-class _GreyToRGB(nn.Module):
-    """ResNet stems take 3 channels; repeat a grey channel rather than retrain the stem."""
+def __getattr__(name: str):
+    if name == "ResNetBackbone":  # where models pickled before it moved to _resnet look for it
+        from ._resnet import ResNetBackbone
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.expand(-1, 3, -1, -1)
-
-
-class ResNetBackbone(torchvision.models.ResNet):
-    """torchvision's ResNet, except that batch-norm layers whose weights are frozen stay in eval mode.
-
-    ``model.train()`` would otherwise switch them to batch statistics and keep updating their
-    running means on CIFAR, so a "frozen" ImageNet backbone would drift under the head.
-    """
-
-    def train(self, mode: bool = True) -> ResNetBackbone:
-        super().train(mode)
-        for module in self.modules():
-            if isinstance(module, nn.BatchNorm2d) and not any(p.requires_grad for p in module.parameters()):
-                module.eval()
-        return self
-
-
-_ARCHITECTURES = {
-    "resnet18": (torchvision.models.resnet.BasicBlock, [2, 2, 2, 2]),
-    "resnet50": (torchvision.models.resnet.Bottleneck, [3, 4, 6, 3]),
-}
+        return ResNetBackbone
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @register(
@@ -63,7 +42,7 @@ _ARCHITECTURES = {
     description="torchvision ResNet (18 or 50) with fc replaced by Linear->ReLU->Linear",
     origin="seed transfer-learning notebook; ImageNet weights only if cached locally",
     knobs={
-        "arch": Knob("resnet18", "backbone", kind=str, choices=tuple(_WEIGHTS)),
+        "arch": Knob("resnet18", "backbone", kind=str, choices=ARCHS),
         "width": Knob(256, "hidden units of the new head", low=1),
         "pretrained": Knob(True, "load ImageNet weights if the checkpoint is cached locally", kind=bool),
         "freeze_backbone": Knob(True, "train only the head when pretrained weights were loaded", kind=bool),
@@ -71,7 +50,9 @@ _ARCHITECTURES = {
     train_defaults={"optimizer": "adam", "lr": 1e-3},
 )
 def resnet_head(shape: InputShape, arch: str, width: int, pretrained: bool, freeze_backbone: bool) -> nn.Module:
-    backbone = ResNetBackbone(*_ARCHITECTURES[arch])
+    from ._resnet import GreyToRGB, resnet_backbone
+
+    backbone = resnet_backbone(arch)
     checkpoint = local_checkpoint(arch)
     loaded = pretrained and checkpoint.is_file()
     if loaded:
@@ -93,7 +74,7 @@ def resnet_head(shape: InputShape, arch: str, width: int, pretrained: bool, free
         nn.Linear(backbone.fc.in_features, width), nn.ReLU(), nn.Linear(width, shape.num_classes)
     )
     if shape.channels == 1:
-        model: nn.Module = nn.Sequential(_GreyToRGB(), backbone)
+        model: nn.Module = nn.Sequential(GreyToRGB(), backbone)
     else:
         model = backbone
         if shape.channels != 3:

@@ -172,3 +172,16 @@ def test_a_builder_of_yours_that_raises_is_refused_in_one_line_naming_its_source
     # A built-in's builder that raises is bench's bug: its own exception and traceback, not a refusal.
     with pytest.raises(RuntimeError, match="no CUDA device"):
         Variant("ours", _needs_a_gpu, "ours", "bench", {}, source=BUILT_IN).build(SHAPES["mnist"])
+
+
+def test_the_cli_and_the_registry_do_not_import_torchvision_until_a_resnet_is_built():
+    """torchvision costs about a second at every bench process start (each worker, each CLI call)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, bench.cli, bench.train\nfrom bench.models import list_variants\nlist_variants()\n"
+             "assert 'torchvision' not in sys.modules, 'imported at start'\n"
+             "from bench.models.transfer import ResNetBackbone\n"  # models pickled before it moved still load
+             "assert 'torchvision' in sys.modules and ResNetBackbone.__name__ == 'ResNetBackbone'\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
