@@ -29,14 +29,6 @@ def local_checkpoint(arch: str) -> Path:
     return cached_at(arch)
 
 
-def __getattr__(name: str):
-    if name == "ResNetBackbone":  # where models pickled before it moved to _resnet look for it
-        from ._resnet import ResNetBackbone
-
-        return ResNetBackbone
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @register(
     "resnet-head",
     description="torchvision ResNet (18 or 50) with fc replaced by Linear->ReLU->Linear",
